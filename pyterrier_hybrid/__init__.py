@@ -1,0 +1,37 @@
+"""pyterrier-hybrid: zero-shot monolingual, cross-lingual and multilingual dense retrieval in PyTerrier.
+
+Importing the package registers the LAReQA ids in ir_datasets (``lareqa/xquad-r/de``, ...). Model classes are
+imported lazily, so ``import pyterrier_hybrid`` stays free of torch.
+"""
+from __future__ import annotations
+
+import importlib
+
+from . import lareqa
+from .evaluation import (
+    Setting,
+    evaluate_settings,
+    lareqa_settings,
+    macro_average,
+    miracl_languages,
+    miracl_settings,
+)
+from .lareqa import ChecksumError, lareqa_query_counts, set_lareqa_dir
+from .measures import DEFAULT_MEASURES, RankDistance
+
+__version__ = '0.1.0'
+
+_LAZY = {}
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+
+
+__all__ = [
+    '__version__', 'lareqa', 'ChecksumError', 'set_lareqa_dir', 'lareqa_query_counts',
+    'RankDistance', 'DEFAULT_MEASURES',
+    'Setting', 'lareqa_settings', 'miracl_settings', 'miracl_languages', 'evaluate_settings', 'macro_average',
+    *_LAZY,
+]

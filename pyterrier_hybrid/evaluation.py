@@ -1,0 +1,130 @@
+"""Evaluate retrieval systems over many language settings at once, and macro-average them as the papers do.
+
+A :class:`Setting` is one ir_datasets id with its query and document languages and its kind:
+
+* ``Mo``: queries and documents in the same language;
+* ``Cr``: queries in one language, documents in another;
+* ``Mul``: queries in one language, documents pooled over all languages.
+
+:func:`evaluate_settings` runs ``pt.Experiment`` once per setting (so baselines and significance tests work as
+usual) and :func:`macro_average` turns its rows into the Mo / Cr / Mul table of arXiv 2408.10536.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import NamedTuple
+
+import ir_datasets
+import pandas as pd
+import pyterrier as pt
+
+from . import lareqa
+from .measures import DEFAULT_MEASURES
+
+KINDS = ('Mo', 'Cr', 'Mul')
+ALL_LANGUAGES = 'all'
+
+
+class Setting(NamedTuple):
+    """One evaluation setting: an ir_datasets id and what it measures."""
+    dataset_id: str
+    kind: str  # 'Mo', 'Cr' or 'Mul'
+    query_lang: str
+    doc_lang: str  # a language code, or 'all' for the pooled corpus
+
+
+def _check_choices(chosen: Iterable[str], valid: Sequence[str], what: str) -> list[str]:
+    chosen = list(chosen)
+    unknown = [c for c in chosen if c not in valid]
+    if unknown:
+        raise KeyError(f'unknown {", ".join(map(repr, unknown))} for {what}; valid: {", ".join(valid)}')
+    return chosen
+
+
+def lareqa_settings(collection: str = 'xquad-r', kinds: Iterable[str] = KINDS,
+                    langs: Iterable[str] | None = None) -> list[Setting]:
+    """The Mo, Cr and Mul settings of a LAReQA collection (``xquad-r``: 11 + 110 + 11; ``mlqa-r``: 7 + 42 + 7)."""
+    _check_choices([collection], list(lareqa.COLLECTIONS), 'LAReQA collections')
+    langs = _check_choices(langs or lareqa.COLLECTIONS[collection], lareqa.COLLECTIONS[collection],
+                         f'lareqa/{collection}')
+    kinds = _check_choices(kinds, KINDS, 'setting kinds')
+    settings = []
+    for q in langs:
+        for c in langs:
+            kind = 'Mo' if q == c else 'Cr'
+            if kind in kinds:
+                settings.append(Setting(f'lareqa/{collection}/{q}/{c}', kind, q, c))
+        if 'Mul' in kinds:
+            settings.append(Setting(f'lareqa/{collection}/{q}', 'Mul', q, ALL_LANGUAGES))
+    return settings
+
+
+def miracl_languages(split: str = 'dev') -> list[str]:
+    """The MIRACL languages that ir_datasets has with topics and qrels for ``split``."""
+    return sorted(i.split('/')[1] for i in ir_datasets.registry if i.startswith('miracl/') and i.endswith(f'/{split}'))
+
+
+def miracl_settings(langs: Iterable[str] | None = None, split: str = 'dev') -> list[Setting]:
+    """One Mo setting per MIRACL language (``miracl/{lang}/{split}``); all languages of the split by default."""
+    valid = miracl_languages(split)
+    langs = _check_choices(langs or valid, valid, f'miracl/*/{split}')
+    return [Setting(f'miracl/{lang}/{split}', 'Mo', lang, lang) for lang in langs]
+
+
+def evaluate_settings(
+    systems: Mapping[str, Callable[[Setting], pt.Transformer]],
+    settings: Iterable[Setting],
+    eval_metrics: Sequence = DEFAULT_MEASURES,
+    **experiment_kwargs,
+) -> pd.DataFrame:
+    """Run ``pt.Experiment`` on every setting and stack the results.
+
+    Args:
+        systems: name -> a function that builds the system's pipeline for a setting (for example one dense
+            retriever restricted to the setting's document language, over one shared index).
+        settings: from :func:`lareqa_settings`, :func:`miracl_settings` or hand-made.
+        eval_metrics: ir_measures objects, :data:`pyterrier_hybrid.RankDistance` included.
+        experiment_kwargs: passed to ``pt.Experiment`` (``baseline``, ``correction``, ``perquery`` ...).
+
+    Returns:
+        One row per system and setting (per query too with ``perquery=True``), with the setting's
+        ``dataset_id``, ``kind``, ``query_lang`` and ``doc_lang`` columns next to ``pt.Experiment``'s.
+    """
+    frames = []
+    for setting in settings:
+        dataset = pt.get_dataset(f'irds:{setting.dataset_id}')
+        result = pt.Experiment(
+            [build(setting) for build in systems.values()],
+            dataset.get_topics('text'),
+            dataset.get_qrels(),
+            eval_metrics=list(eval_metrics),
+            names=list(systems),
+            **experiment_kwargs,
+        )
+        frames.append(result.assign(**setting._asdict()))
+    if not frames:
+        raise ValueError('no settings to evaluate')
+    return pd.concat(frames, ignore_index=True)
+
+
+def macro_average(results: pd.DataFrame, measures: Sequence | None = None) -> pd.DataFrame:
+    """The Mo / Cr / Mul table: each measure averaged over the settings of each kind, per system.
+
+    Args:
+        results: rows of :func:`evaluate_settings` (or any frame with ``name``, ``kind`` and measure columns).
+        measures: which measures to keep (default: every numeric column that is not a significance column).
+
+    Returns:
+        A frame indexed by system name with columns ``(measure, kind)``, kinds ordered Mo, Cr, Mul.
+    """
+    missing = {'name', 'kind'} - set(results.columns)
+    if missing:
+        raise KeyError(f'results lack column(s) {", ".join(sorted(missing))}; pass the output of evaluate_settings')
+    if measures is None:
+        numeric = results.select_dtypes('number').columns
+        columns = [c for c in numeric if not c.endswith((' +', ' -', ' p-value', ' reject', ' p-value corrected'))]
+    else:
+        columns = [str(m) for m in measures]
+    table = results.groupby(['name', 'kind'], sort=False)[columns].mean().unstack('kind')
+    kinds = [k for k in KINDS if k in results['kind'].unique()]
+    return table.reindex(columns=pd.MultiIndex.from_product([columns, kinds]))

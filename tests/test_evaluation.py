@@ -1,0 +1,138 @@
+"""Settings, evaluate_settings and the Mo / Cr / Mul table, on real LAReQA data and a MIRACL-shaped fixture."""
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import ir_datasets
+import pandas as pd
+import pyterrier as pt
+import pytest
+from ir_measures import AP, nDCG
+
+from pyterrier_hybrid import (
+    RankDistance,
+    Setting,
+    evaluate_settings,
+    lareqa_settings,
+    macro_average,
+    miracl_languages,
+    miracl_settings,
+)
+
+
+def test_lareqa_settings_cover_the_papers_grid():
+    settings = lareqa_settings('xquad-r')
+    kinds = pd.Series([s.kind for s in settings]).value_counts().to_dict()
+    assert kinds == {'Mo': 11, 'Cr': 110, 'Mul': 11}
+    assert Setting('lareqa/xquad-r/th/en', 'Cr', 'th', 'en') in settings
+    assert Setting('lareqa/mlqa-r/de', 'Mul', 'de', 'all') in lareqa_settings('mlqa-r', kinds=['Mul'])
+    assert len(lareqa_settings('mlqa-r', kinds=['Cr'])) == 42
+    with pytest.raises(KeyError, match="unknown 'el' for lareqa/mlqa-r; valid: ar, de, en, es, hi, vi, zh"):
+        lareqa_settings('mlqa-r', langs=['de', 'el'])
+    with pytest.raises(KeyError, match='valid: Mo, Cr, Mul'):
+        lareqa_settings('xquad-r', kinds=['Mono'])
+
+
+def _oracle_run(setting: Setting) -> pd.DataFrame:
+    """A setting's relevant documents first, in qrels order, then one non-relevant document."""
+    qrels = pt.get_dataset(f'irds:{setting.dataset_id}').get_qrels()
+    run = qrels.assign(score=-qrels.groupby('qid').cumcount().astype(float))[['qid', 'docno', 'score']]
+    filler = run.drop_duplicates('qid').assign(docno='nonrelevant', score=-100.0)
+    return pd.concat([run, filler])
+
+
+def _oracle(setting: Setting) -> pt.Transformer:
+    return pt.Transformer.from_df(_oracle_run(setting), uniform=True)
+
+
+def _worst(setting: Setting) -> pt.Transformer:
+    """The non-relevant document first and the relevant ones after it."""
+    run = _oracle_run(setting)
+    run['score'] = run['score'] - 200.0 * (run['docno'] != 'nonrelevant')
+    return pt.Transformer.from_df(run, uniform=True)
+
+
+def test_evaluate_settings_and_macro_average_on_real_data(lareqa_dir):
+    settings = lareqa_settings('xquad-r', langs=['de', 'en'])
+    results = evaluate_settings({'oracle': _oracle, 'worst': _worst}, settings,
+                                eval_metrics=[nDCG @ 10, AP, RankDistance])
+    assert len(results) == 2 * len(settings) == 12
+    assert {'dataset_id', 'kind', 'query_lang', 'doc_lang'} <= set(results.columns)
+    oracle = results[results['name'] == 'oracle'].set_index('dataset_id')
+    assert (oracle['AP'] == 1.0).all()
+    assert oracle.loc['lareqa/xquad-r/de', 'RankDistance'] == 10.0  # 11 relevant at ranks 1..11
+    assert oracle.loc['lareqa/xquad-r/de/en', 'RankDistance'] == 0.0
+
+    table = macro_average(results, measures=[AP, RankDistance])
+    assert list(table.columns) == [('AP', 'Mo'), ('AP', 'Cr'), ('AP', 'Mul'),
+                                   ('RankDistance', 'Mo'), ('RankDistance', 'Cr'), ('RankDistance', 'Mul')]
+    assert table.loc['oracle', ('AP', 'Mul')] == 1.0
+    assert table.loc['worst', ('AP', 'Mo')] == pytest.approx(0.5)  # the one relevant sentence at rank 2
+    # Mul for 'worst': relevant at ranks 2..12 -> AP = mean(k / (k + 1)) over k = 1..11
+    assert table.loc['worst', ('AP', 'Mul')] == pytest.approx(sum(k / (k + 1) for k in range(1, 12)) / 11)
+
+
+def test_macro_average_is_a_mean_over_settings_of_each_kind():
+    results = pd.DataFrame({
+        'name': ['m'] * 5, 'kind': ['Mo', 'Mo', 'Cr', 'Cr', 'Mul'],
+        'AP': [0.8, 0.6, 0.5, 0.3, 0.2], 'AP p-value': [0.01] * 5,
+    })
+    table = macro_average(results)
+    assert table.loc['m'].to_dict() == {('AP', 'Mo'): pytest.approx(0.7), ('AP', 'Cr'): pytest.approx(0.4),
+                                        ('AP', 'Mul'): pytest.approx(0.2)}
+    with pytest.raises(KeyError, match='kind'):
+        macro_average(results.drop(columns='kind'))
+
+
+def _miracl_fixture(home: Path, langs: dict[str, list[tuple[str, str, list[str]]]]) -> None:
+    """Lay out files where ir_datasets keeps its own MIRACL downloads (paths from its downloads.json)."""
+    downloads = json.loads((Path(ir_datasets.__file__).parent / 'etc' / 'downloads.json').read_text())['miracl']
+    for lang, queries in langs.items():
+        def path(key):
+            target = home / 'miracl' / downloads[f'v1.0/{lang}/{key}']['cache_path']
+            target.parent.mkdir(parents=True, exist_ok=True)
+            return target
+        docs = [{'docid': f'{lang}{i}#0', 'title': f'title {i}', 'text': f'{lang} passage {i}'} for i in range(4)]
+        with gzip.open(path('corpus/0'), 'wt') as f:
+            f.writelines(json.dumps(d) + '\n' for d in docs)
+        path('dev/topics').write_text(''.join(f'{qid}\t{text}\n' for qid, text, _ in queries))
+        path('dev/qrels').write_text(''.join(f'{qid}\tQ0\t{lang}{d}#0\t1\n' for qid, _, rel in queries for d in rel))
+
+
+def test_miracl_languages_in_one_call(tmp_path):
+    """Runs in a fresh interpreter: ir_datasets fixes its home directory at import."""
+    _miracl_fixture(tmp_path, {
+        'sw': [('1', 'swali moja', ['0']), ('2', 'swali mbili', ['3', '1'])],
+        'yo': [('7', 'ibeere kan', ['2'])],
+    })
+    script = textwrap.dedent('''
+        import pandas as pd, pyterrier as pt
+        from ir_measures import AP
+        import pyterrier_hybrid as ph
+        def by_docno(setting):  # scores documents by their number: docs 0..3 ranked 3, 2, 1, 0
+            corpus = pd.DataFrame(pt.get_dataset('irds:' + setting.dataset_id).get_corpus_iter(verbose=False))
+            docs = corpus.assign(score=corpus['docno'].str.extract(r'(\\d)')[0].astype(float))
+            topics = pt.get_dataset('irds:' + setting.dataset_id).get_topics('text')
+            run = topics[['qid']].merge(docs[['docno', 'score']], how='cross')
+            return pt.Transformer.from_df(run, uniform=True)
+        results = ph.evaluate_settings({'by_docno': by_docno}, ph.miracl_settings(['sw', 'yo']), [AP])
+        print(results[['dataset_id', 'AP']].to_json(orient='records'))
+    ''')
+    env = {'IR_DATASETS_HOME': str(tmp_path), 'PATH': '/usr/bin:/bin', 'HOME': str(tmp_path)}
+    done = subprocess.run([sys.executable, '-c', script], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = {r['dataset_id']: r['AP'] for r in json.loads(done.stdout.strip().splitlines()[-1])}
+    # sw: q1's doc 0 is ranked 4th (AP 1/4); q2's docs 3 and 1 are 1st and 3rd (AP (1 + 2/3) / 2). yo: doc 2 is 2nd.
+    assert rows == {'miracl/sw/dev': pytest.approx((1 / 4 + (1 + 2 / 3) / 2) / 2), 'miracl/yo/dev': 0.5}
+
+
+def test_miracl_settings_validate_languages():
+    assert {'sw', 'yo', 'de'} <= set(miracl_languages('dev')) and 'yo' not in miracl_languages('train')
+    assert miracl_settings(['yo'])[0] == Setting('miracl/yo/dev', 'Mo', 'yo', 'yo')
+    with pytest.raises(KeyError, match="unknown 'xx' for miracl/\\*/dev; valid: ar, bn, de"):
+        miracl_settings(['xx'])
