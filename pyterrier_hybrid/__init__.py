@@ -21,7 +21,13 @@ from .measures import DEFAULT_MEASURES, RankDistance
 
 __version__ = '0.1.0'
 
-_LAZY = {}
+# Heavy (torch) names, imported on first use: name -> submodule.
+_LAZY = {
+    'HybridEncoder': '.encoders', 'EncoderConfig': '.encoders', 'read_encoder_config': '.encoders',
+    'DenseIndex': '.index', 'FaissRetriever': '.index', 'shard_corpus': '.index',
+    'CorruptIndexError': '.index', 'IncompatibleEncoderError': '.index',
+    'PooledDenseRetrieval': '.pooled', 'QueryVectors': '.pooled',
+}
 
 def __getattr__(name: str):
     if name in _LAZY:

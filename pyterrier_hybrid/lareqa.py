@@ -32,6 +32,7 @@ import hashlib
 import json
 import os
 import tempfile
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -150,6 +151,10 @@ def _download(rel: str, target: Path) -> None:
                 out.write(block)
         _verify(Path(tmp), rel)
         os.replace(tmp, target)
+    except urllib.error.URLError as error:
+        Path(tmp).unlink(missing_ok=True)
+        raise ConnectionError(f'cannot download {url} ({error.reason}); offline, set {ENV_DIR} to a directory '
+                              'holding xquad-r/*.json and mlqa-r/*.json') from error
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -16,3 +16,63 @@ def lareqa_dir() -> Path:
     if not (LAREQA_DIR / 'xquad-r' / 'en.json').is_file():
         pytest.fail(f'the real LAReQA files are missing from {LAREQA_DIR} (see ../shared/README.md)')
     return LAREQA_DIR
+
+
+TINY_TEXTS = [
+    'How many points did the Panthers defense surrender?', 'The Panthers defense gave up just 308 points.',
+    'Wie viele Punkte gab die Verteidigung der Panthers ab?', 'Die Verteidigung gab nur 308 Punkte ab.',
+    'Who led the team in interceptions?', 'Kurt Coleman led the team with seven interceptions.',
+    '¿Cuántos puntos permitió la defensa?', 'La defensa permitió solo 308 puntos.',
+    'query: passage: a b c d e f g h i j k l m n o p q r s t u v w x y z 0 1 2 3 4 5 6 7 8 9',
+]
+
+
+def build_tiny_model(path: Path, *, pooling: str = 'mean', prompts: bool = True) -> Path:
+    """A randomly initialised 2-layer BERT with a WordPiece vocabulary trained here, saved with
+    sentence-transformers' files, so it loads with HybridEncoder, SentenceTransformer and AutoModel."""
+    import json
+
+    import torch
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.WordPiece(unk_token='[UNK]'))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.decoder = decoders.WordPiece()
+    special = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]']
+    tokenizer.train_from_iterator(TINY_TEXTS * 4, trainers.WordPieceTrainer(vocab_size=300, special_tokens=special))
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single='[CLS] $A [SEP]', pair='[CLS] $A [SEP] $B [SEP]',
+        special_tokens=[('[CLS]', tokenizer.token_to_id('[CLS]')), ('[SEP]', tokenizer.token_to_id('[SEP]'))])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token='[UNK]', pad_token='[PAD]',
+                                   cls_token='[CLS]', sep_token='[SEP]', mask_token='[MASK]', model_max_length=64)
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tokenizer.get_vocab_size(), hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
+    BertModel(config).save_pretrained(path)
+    fast.save_pretrained(path)
+    (path / '1_Pooling').mkdir(exist_ok=True)
+    (path / '1_Pooling' / 'config.json').write_text(json.dumps({
+        'word_embedding_dimension': 32, 'pooling_mode_cls_token': pooling == 'cls',
+        'pooling_mode_mean_tokens': pooling == 'mean'}))
+    (path / 'modules.json').write_text(json.dumps([
+        {'idx': 0, 'name': '0', 'path': '', 'type': 'sentence_transformers.models.Transformer'},
+        {'idx': 1, 'name': '1', 'path': '1_Pooling', 'type': 'sentence_transformers.models.Pooling'},
+        {'idx': 2, 'name': '2', 'path': '2_Normalize', 'type': 'sentence_transformers.models.Normalize'}]))
+    (path / 'sentence_bert_config.json').write_text(json.dumps({'max_seq_length': 48, 'do_lower_case': False}))
+    (path / 'config_sentence_transformers.json').write_text(json.dumps({
+        'prompts': {'query': 'query: ', 'passage': 'passage: '} if prompts else {},
+        'default_prompt_name': None, 'similarity_fn_name': 'cosine'}))
+    return path
+
+
+@pytest.fixture(scope='session')
+def tiny_model(tmp_path_factory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp('tiny-mean'))
+
+
+@pytest.fixture(scope='session')
+def tiny_encoder(tiny_model):
+    from pyterrier_hybrid import HybridEncoder
+    return HybridEncoder.from_pretrained(tiny_model, batch_size=4)

@@ -1,0 +1,69 @@
+"""The Mo / Cr / Mul table of an encoder on LAReQA, from one encoding pass per collection.
+
+Usage: python benchmarks/lareqa_table.py [--model PATH] [--collections xquad-r mlqa-r] [--quantize]
+
+Encodes each pooled corpus and its questions once (cached under --work), evaluates every Mo, Cr and Mul setting
+with pt.Experiment over full rankings (nDCG@10, AP, R@100, rank distance), and writes per-setting rows and the
+macro-averaged table to benchmarks/results/.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pyterrier_hybrid as ph
+
+HERE = Path(__file__).resolve().parent
+
+
+def offline_model(name: str) -> str:
+    """The path of a model built by ../shared/tools/offline-models."""
+    tool = HERE.parent.parent / 'shared' / 'tools' / 'offline-models'
+    lines = subprocess.run([str(tool)], capture_output=True, text=True, check=True).stdout.split()
+    return dict(line.split('=', 1) for line in lines)[name]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--model', help='checkpoint path (default: the offline multilingual-e5-small)')
+    parser.add_argument('--name', default='mE5-small')
+    parser.add_argument('--collections', nargs='+', default=['xquad-r', 'mlqa-r'])
+    parser.add_argument('--quantize', action='store_true', help='int8 CPU inference')
+    parser.add_argument('--batch-size', type=int, default=32)
+    parser.add_argument('--work', default=str(HERE.parent / 'runs'), help='where encodings are cached')
+    parser.add_argument('--out', default=str(HERE / 'results'))
+    args = parser.parse_args()
+
+    model = args.model or offline_model('multilingual-e5-small')
+    encoder = ph.HybridEncoder.from_pretrained(model, batch_size=args.batch_size, quantize=args.quantize,
+                                               verbose=True)
+    name = args.name + ('-int8' if args.quantize else '')
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    measures = [*ph.DEFAULT_MEASURES, ph.RankDistance]
+    for collection in args.collections:
+        timings = {}
+        start = time.perf_counter()
+        system = ph.PooledDenseRetrieval(encoder, f'lareqa/{collection}', Path(args.work) / name / collection)
+        timings['encode_s'] = time.perf_counter() - start
+        start = time.perf_counter()
+        results = ph.evaluate_settings({name: system}, ph.lareqa_settings(collection), measures)
+        timings['evaluate_s'] = time.perf_counter() - start
+        stem = out / f'lareqa_{collection}_{name}'
+        results.to_csv(f'{stem}.settings.csv', index=False)
+        table = ph.macro_average(results, measures=[ph.DEFAULT_MEASURES[1], ph.RankDistance, *ph.DEFAULT_MEASURES[::2]])
+        table.to_csv(f'{stem}.table.csv')
+        Path(f'{stem}.table.md').write_text(table.round(4).to_markdown() + '\n')
+        meta = {'model': model, 'collection': collection, 'quantize': args.quantize, 'batch_size': args.batch_size,
+                'threads': os.cpu_count(), **{k: round(v, 1) for k, v in timings.items()}}
+        Path(f'{stem}.meta.json').write_text(json.dumps(meta, indent=1) + '\n')
+        print(collection, meta)
+        print(table.round(4).to_markdown())
+
+
+if __name__ == '__main__':
+    main()
