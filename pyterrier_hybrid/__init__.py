@@ -18,6 +18,7 @@ from .evaluation import (
 )
 from .lareqa import ChecksumError, lareqa_query_counts, set_lareqa_dir
 from .measures import DEFAULT_MEASURES, RankDistance
+from .training_data import ParallelItem, TrainingRows, build_rows, irds_items, lareqa_items, read_items, write_items
 
 __version__ = '0.1.0'
 
@@ -27,6 +28,9 @@ _LAZY = {
     'DenseIndex': '.index', 'FaissRetriever': '.index', 'shard_corpus': '.index',
     'CorruptIndexError': '.index', 'IncompatibleEncoderError': '.index',
     'PooledDenseRetrieval': '.pooled', 'QueryVectors': '.pooled',
+    'HybridBatchSampler': '.sampler',
+    'train': '.training', 'build_trainer': '.training', 'HybridTrainingArguments': '.training',
+    'read_recipe': '.training',
 }
 
 def __getattr__(name: str):
@@ -38,6 +42,7 @@ def __getattr__(name: str):
 __all__ = [
     '__version__', 'lareqa', 'ChecksumError', 'set_lareqa_dir', 'lareqa_query_counts',
     'RankDistance', 'DEFAULT_MEASURES',
+    'ParallelItem', 'TrainingRows', 'build_rows', 'read_items', 'write_items', 'lareqa_items', 'irds_items',
     'Setting', 'lareqa_settings', 'miracl_settings', 'miracl_languages', 'evaluate_settings', 'macro_average',
     *_LAZY,
 ]

@@ -1,0 +1,101 @@
+"""HybridBatchSampler's guarantees on synthetic parallel items."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pyterrier_hybrid import HybridBatchSampler, ParallelItem, build_rows
+
+
+def items(n: int = 60, langs=('en', 'de', 'es'), prefix: str = 'i') -> list[ParallelItem]:
+    """n items; every third one exists in English and German only."""
+    out = []
+    for i in range(n):
+        for lang in (langs[:2] if i % 3 == 0 else langs):
+            out.append(ParallelItem(f'{prefix}{i}', lang, f'q {i} {lang}', f'p {i} {lang}', (f'n {i} {lang}',)))
+    return out
+
+
+def sampler(rows, alpha=0.5, batch_size=8, seed=1):
+    return HybridBatchSampler(list(range(len(rows))), batch_size=batch_size, drop_last=True, seed=seed,
+                              rows=rows, alpha=alpha)
+
+
+def batches(s: HybridBatchSampler, epochs: int) -> list[list[int]]:
+    out = []
+    for epoch in range(epochs):
+        s.set_epoch(epoch)
+        out.extend(s)
+    return out
+
+
+def test_batches_are_pure_and_never_hold_two_versions_of_an_item():
+    rows = build_rows({'src': items()})
+    kinds = []
+    for batch in batches(sampler(rows), epochs=60):
+        assert len(batch) == 8
+        q, p = rows.query_lang[batch], rows.passage_lang[batch]
+        assert len(set(rows.group[batch])) == 8, 'parallel copies of one item share a batch'
+        if (q == p).any():
+            assert (q == p).all() and len(set(q)) == 1, 'a monolingual batch mixes languages'
+            kinds.append('mono')
+        else:
+            assert (q != p).all()
+            kinds.append('cross')
+    n, mono = len(kinds), kinds.count('mono')
+    assert abs(mono / n - 0.5) <= 4 * np.sqrt(0.25 / n), f'{mono} of {n} batches monolingual'
+
+
+@pytest.mark.parametrize('alpha', [0.0, 0.2, 1.0])
+def test_alpha_fraction_within_binomial_tolerance(alpha):
+    rows = build_rows({'src': items()})
+    found = batches(sampler(rows, alpha=alpha), epochs=80)
+    mono = np.mean([(rows.query_lang[b] == rows.passage_lang[b]).all() for b in found])
+    assert abs(mono - alpha) <= 4 * np.sqrt(alpha * (1 - alpha) / len(found)) + 1e-12
+    if alpha == 1.0:
+        languages = {rows.query_lang[b[0]] for b in found}
+        assert languages == {'en', 'de', 'es'}, 'the language of a mono batch is drawn from all languages'
+
+
+def test_same_seed_same_batches():
+    rows = build_rows({'src': items()})
+    assert batches(sampler(rows, seed=3), 3) == batches(sampler(rows, seed=3), 3)
+    assert batches(sampler(rows, seed=3), 3) != batches(sampler(rows, seed=4), 3)
+    s = sampler(rows)
+    assert len(s) == 60 // 8 and len(list(s)) == len(s)
+
+
+def test_sources_are_not_mixed_and_are_drawn_by_size():
+    rows = build_rows({'big': items(90, prefix='b'), 'small': items(30, prefix='s')})
+    found = batches(sampler(rows, batch_size=6), epochs=40)
+    sources = [set(rows.source[b]) for b in found]
+    assert all(len(s) == 1 for s in sources)
+    share = np.mean([s == {'big'} for s in sources])
+    assert abs(share - 0.75) <= 4 * np.sqrt(0.75 * 0.25 / len(found))
+
+
+def test_bad_input_fails_before_training():
+    rows = build_rows({'src': items()})
+    with pytest.raises(ValueError, match=r'alpha must lie in \[0, 1\]'):
+        sampler(rows, alpha=1.5)
+    english = build_rows({'src': [i for i in items() if i.lang == 'en']})
+    with pytest.raises(ValueError, match='cross-lingual batches .* use alpha=1'):
+        sampler(english, alpha=0.5)
+    assert len(list(sampler(english, alpha=1.0))) == 7
+    with pytest.raises(ValueError, match="need a language with at least 64 items in 'src'"):
+        sampler(rows, alpha=0.5, batch_size=64)
+    with pytest.raises(ValueError, match='no training items'):
+        build_rows({'src': []})
+
+
+def test_rows_cover_every_language_pair_with_a_negative_in_the_passage_language():
+    rows = build_rows({'src': items(3)})
+    # item 0: en, de -> 4 rows; items 1, 2: en, de, es -> 9 rows each
+    assert len(rows) == 4 + 9 + 9
+    for anchor, positive, negative, q, p in zip(rows.anchor, rows.positive, rows.negative, rows.query_lang,
+                                                rows.passage_lang):
+        assert anchor.endswith(q) and positive.endswith(p) and negative.endswith(p)
+    no_negatives = [i._replace(negatives=()) if i.id == 'i1' else i for i in items(3)]
+    rows = build_rows({'src': no_negatives})
+    fallback = [n for n, g, p in zip(rows.negative, rows.anchor, rows.passage_lang) if g.startswith('q 1 ')]
+    assert all(n.startswith('p ') and not n.startswith('p 1 ') for n in fallback)

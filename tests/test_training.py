@@ -1,0 +1,121 @@
+"""Training on a tiny model and real MLQA-R items: checkpoints, recipe, determinism, bad input, resume, DDP."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import pyterrier_hybrid as ph
+from pyterrier_hybrid import training
+
+
+def weights(path: Path) -> dict:
+    from safetensors.torch import load_file
+    return load_file(str(path / 'model.safetensors'))
+
+
+def test_trained_checkpoint_loads_everywhere_and_records_its_recipe(tiny_model, tmp_path, lareqa_dir):
+    from sentence_transformers import SentenceTransformer
+    from transformers import AutoModel
+    out = ph.train(tiny_model, 'lareqa/mlqa-r', tmp_path / 'hybrid', steps=4, batch_size=8, alpha=0.3)
+    recipe = ph.read_recipe(out)
+    assert recipe['strategy'] == 'hybrid' and recipe['alpha'] == 0.3 and recipe['steps'] == 4
+    assert recipe['data'] == ['lareqa/mlqa-r'] and recipe['languages'] == ['ar', 'de', 'en', 'es', 'hi', 'vi', 'zh']
+    assert recipe['hard_negatives'] is True
+    assert not (tmp_path / 'hybrid.checkpoints').exists()
+    encoder = ph.HybridEncoder.from_pretrained(out)
+    assert encoder.encoder_config.query_prefix == 'query: '
+    reference = SentenceTransformer(str(out), device='cpu').encode(['eine Frage'], prompt_name='query')
+    assert float((encoder.encode_queries(['eine Frage']) * reference).sum()) >= 0.9999
+    AutoModel.from_pretrained(out)
+    before, after = weights(tiny_model), weights(out)
+    assert any(not torch.equal(before[k], after[k]) for k in before), 'training changed nothing'
+
+
+def test_same_seed_same_model(tiny_model, tmp_path, lareqa_dir):
+    a = ph.train(tiny_model, 'lareqa/mlqa-r', tmp_path / 'a', steps=2, batch_size=4, strategy='xy', seed=7)
+    b = ph.train(tiny_model, 'lareqa/mlqa-r', tmp_path / 'b', steps=2, batch_size=4, strategy='xy', seed=7)
+    wa, wb = weights(a), weights(b)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert ph.read_recipe(a)['alpha'] == 0.0
+
+
+@pytest.mark.parametrize('kwargs,message', [
+    ({'alpha': 1.2}, r'alpha must lie in \[0, 1\]'),
+    ({'strategy': 'xx-mono', 'alpha': 0.5}, 'fixes alpha = 1.0'),
+    ({'strategy': 'code-switch'}, 'unknown strategy'),
+    ({'languages': ['fr']}, "no items in languages fr"),
+    ({'languages': ['de'], 'strategy': 'xy'}, 'cross-lingual batches .* use alpha=1'),
+])
+def test_bad_input_is_refused_before_training(tiny_model, tmp_path, lareqa_dir, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ph.train(tiny_model, 'lareqa/mlqa-r', tmp_path / 'out', steps=2, batch_size=4, **kwargs)
+    assert not (tmp_path / 'out').exists()
+
+
+def test_empty_or_malformed_data(tiny_model, tmp_path):
+    empty = tmp_path / 'empty.jsonl'
+    empty.write_text('')
+    with pytest.raises(ValueError, match="source 'empty' has no items"):
+        ph.train(tiny_model, empty, tmp_path / 'out', steps=2, batch_size=4)
+    broken = tmp_path / 'broken.jsonl'
+    broken.write_text('{"id": "1", "lang": "en", "query": "q", "positive": "p"}\n{"id": "2", "lang": "en"}\n')
+    with pytest.raises(ValueError, match='broken.jsonl:2: not a training item'):
+        ph.read_items(broken)
+    with pytest.raises(FileNotFoundError, match='neither a JSONL file'):
+        ph.train(tiny_model, tmp_path / 'missing.jsonl', tmp_path / 'out', steps=2)
+
+
+def test_interrupted_run_resumes_from_its_last_checkpoint(tiny_model, tmp_path, lareqa_dir, monkeypatch):
+    class SimulatedCrashError(Exception):
+        pass
+
+    def stop_at_step_3(self, args, state, control, **kwargs):
+        if state.global_step == 3:
+            raise SimulatedCrashError
+
+    with monkeypatch.context() as patch:
+        patch.setattr(training.ThroughputCallback, 'on_step_end', stop_at_step_3, raising=False)
+        with pytest.raises(SimulatedCrashError):
+            ph.train(tiny_model, 'lareqa/mlqa-r', tmp_path / 'm', steps=4, batch_size=4, save_steps=2)
+    assert [p.name for p in (tmp_path / 'm.checkpoints').glob('checkpoint-*')] == ['checkpoint-2']
+    assert not (tmp_path / 'm').exists()
+    resumed = []
+    original = training.ThroughputCallback.on_train_begin
+
+    def record(self, args, state, control, **kwargs):
+        resumed.append(state.global_step)
+        return original(self, args, state, control, **kwargs)
+
+    monkeypatch.setattr(training.ThroughputCallback, 'on_train_begin', record)
+    ph.train(tiny_model, 'lareqa/mlqa-r', tmp_path / 'm', steps=4, batch_size=4, save_steps=2)
+    assert (tmp_path / 'm' / 'model.safetensors').is_file() and not (tmp_path / 'm.checkpoints').exists()
+
+
+def test_items_round_trip_and_lareqa_items(tmp_path, lareqa_dir):
+    items = ph.lareqa_items('mlqa-r', langs=['de'])
+    assert len(items) == 512 and all(i.lang == 'de' for i in items)
+    first = items[0]
+    assert first.positive not in first.negatives and first.positive.strip()
+    ph.write_items(items[:5], tmp_path / 'items.jsonl')
+    assert ph.read_items(tmp_path / 'items.jsonl') == items[:5]
+
+
+def test_torchrun_two_processes_see_disjoint_batches_and_end_equal(tiny_model, tmp_path, lareqa_dir):
+    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'CUDA_VISIBLE_DEVICES': ''}
+    worker = Path(__file__).with_name('ddp_worker.py')
+    done = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2',
+                           '--master_port', '29533', str(worker), str(tiny_model), 'lareqa/mlqa-r', str(tmp_path)],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f'rank{r}.json').read_text()) for r in (0, 1)]
+    assert ranks[0]['world_size'] == 2
+    seen = [{a for batch in r['batches'][:3] for a in batch} for r in ranks]
+    assert len(ranks[0]['batches']) >= 3 and seen[0] and seen[1]
+    assert not seen[0] & seen[1], 'both ranks trained on the same examples'
+    assert ranks[0]['weights'] == ranks[1]['weights'], 'the ranks ended with different weights'
