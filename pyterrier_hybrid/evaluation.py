@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import NamedTuple
 
 import ir_datasets
+import numpy as np
 import pandas as pd
 import pyterrier as pt
 
@@ -71,10 +72,53 @@ def miracl_settings(langs: Iterable[str] | None = None, split: str = 'dev') -> l
     return [Setting(f'miracl/{lang}/{split}', 'Mo', lang, lang) for lang in langs]
 
 
+# Measures whose value depends only on the top ``cutoff`` documents and the ranks of the relevant ones.
+_PREFIX_MEASURES = {'AP', 'nDCG', 'R', 'P', 'RR', 'Success', 'RankDistance'}
+
+
+class PruneAfterLastRelevant(pt.Transformer):
+    """Drops, per query, the documents ranked below both ``depth`` and the last relevant document.
+
+    An evaluation-time shortcut, not a retrieval step: for AP, nDCG, R@k, P@k (k <= depth), RR and rank distance
+    the pruned run scores exactly as the full one, because those measures only see the top ``depth`` documents
+    and the ranks of the relevant ones. Ranks follow trec_eval's order (score descending, then docno
+    descending). On full rankings of a 13k-document corpus it shrinks the run ~10x, and ``pt.Experiment``
+    (whose cost is converting the run for ir_measures) speeds up accordingly.
+    """
+
+    def __init__(self, qrels: pd.DataFrame, depth: int):
+        self.relevant = qrels.loc[qrels['label'] > 0, ['qid', 'docno']].assign(_relevant=True)
+        self.depth = depth
+
+    def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
+        pt.validate.result_frame(inp)
+        if not len(inp):
+            return inp
+        run = inp.sort_values(['qid', 'score', 'docno'], ascending=[True, False, False], kind='stable')
+        position = run.groupby('qid', sort=False).cumcount().to_numpy()
+        flags = run[['qid', 'docno']].merge(self.relevant, on=['qid', 'docno'], how='left')['_relevant']
+        last = pd.Series(np.where(flags.fillna(False).to_numpy(bool), position, -1), index=run.index)
+        keep_until = last.groupby(run['qid']).transform('max').clip(lower=self.depth - 1)
+        return run[position <= keep_until.to_numpy()]
+
+
+def _prune_depth(eval_metrics: Sequence) -> int | None:
+    """The run depth the measures need beyond the last relevant document; None if pruning would change them."""
+    depth = 1
+    for measure in eval_metrics:
+        name = getattr(measure, 'NAME', None)
+        cutoff = measure.params.get('cutoff') if hasattr(measure, 'params') else None
+        if name not in _PREFIX_MEASURES or (name == 'P' and cutoff is None):
+            return None
+        depth = max(depth, cutoff or 1)
+    return depth
+
+
 def evaluate_settings(
     systems: Mapping[str, Callable[[Setting], pt.Transformer]],
     settings: Iterable[Setting],
     eval_metrics: Sequence = DEFAULT_MEASURES,
+    prune: bool = True,
     **experiment_kwargs,
 ) -> pd.DataFrame:
     """Run ``pt.Experiment`` on every setting and stack the results.
@@ -84,6 +128,8 @@ def evaluate_settings(
             retriever restricted to the setting's document language, over one shared index).
         settings: from :func:`lareqa_settings`, :func:`miracl_settings` or hand-made.
         eval_metrics: ir_measures objects, :data:`pyterrier_hybrid.RankDistance` included.
+        prune: evaluate through :class:`PruneAfterLastRelevant` when every measure allows it (same values, much
+            faster on full rankings).
         experiment_kwargs: passed to ``pt.Experiment`` (``baseline``, ``correction``, ``perquery`` ...).
 
     Returns:
@@ -91,12 +137,17 @@ def evaluate_settings(
         ``dataset_id``, ``kind``, ``query_lang`` and ``doc_lang`` columns next to ``pt.Experiment``'s.
     """
     frames = []
+    depth = _prune_depth(eval_metrics) if prune else None
     for setting in settings:
         dataset = pt.get_dataset(f'irds:{setting.dataset_id}')
+        qrels = dataset.get_qrels()
+        pipelines = [build(setting) for build in systems.values()]
+        if depth is not None:
+            pipelines = [pipeline >> PruneAfterLastRelevant(qrels, depth) for pipeline in pipelines]
         result = pt.Experiment(
-            [build(setting) for build in systems.values()],
+            pipelines,
             dataset.get_topics('text'),
-            dataset.get_qrels(),
+            qrels,
             eval_metrics=list(eval_metrics),
             names=list(systems),
             **experiment_kwargs,

@@ -9,10 +9,11 @@ import textwrap
 from pathlib import Path
 
 import ir_datasets
+import numpy as np
 import pandas as pd
 import pyterrier as pt
 import pytest
-from ir_measures import AP, nDCG
+from ir_measures import AP, P, R, nDCG
 
 from pyterrier_hybrid import (
     RankDistance,
@@ -23,6 +24,7 @@ from pyterrier_hybrid import (
     miracl_languages,
     miracl_settings,
 )
+from pyterrier_hybrid.evaluation import _prune_depth
 
 
 def test_lareqa_settings_cover_the_papers_grid():
@@ -136,3 +138,27 @@ def test_miracl_settings_validate_languages():
     assert miracl_settings(['yo'])[0] == Setting('miracl/yo/dev', 'Mo', 'yo', 'yo')
     with pytest.raises(KeyError, match="unknown 'xx' for miracl/\\*/dev; valid: ar, bn, de"):
         miracl_settings(['xx'])
+
+
+def _random_full_ranking(setting: Setting) -> pt.Transformer:
+    """Every document for every query, with seeded random scores (and some ties)."""
+    dataset = pt.get_dataset(f'irds:{setting.dataset_id}')
+    docnos = [d['docno'] for d in dataset.get_corpus_iter(verbose=False)]
+    topics = dataset.get_topics('text')
+    rng = np.random.default_rng(0)
+    run = pd.DataFrame({'qid': np.repeat(topics['qid'].to_numpy(), len(docnos)),
+                        'docno': np.tile(docnos, len(topics)),
+                        'score': rng.integers(0, 5000, len(topics) * len(docnos)).astype(float)})
+    return pt.Transformer.from_df(run, uniform=True)
+
+
+def test_pruning_after_the_last_relevant_document_changes_no_value(lareqa_dir):
+    settings = lareqa_settings('xquad-r', kinds=['Cr'], langs=['de', 'th'])[:1]
+    measures = [nDCG @ 10, AP, R @ 100, RankDistance, RankDistance @ 50]
+    pruned = evaluate_settings({'random': _random_full_ranking}, settings, measures, perquery=True)
+    full = evaluate_settings({'random': _random_full_ranking}, settings, measures, perquery=True, prune=False)
+    merged = pruned.merge(full, on=['qid', 'measure'], suffixes=('_pruned', '_full'))
+    assert len(merged) == 1190 * len(measures)
+    np.testing.assert_allclose(merged['value_pruned'], merged['value_full'], rtol=1e-9)
+    assert _prune_depth([AP, nDCG @ 10, R @ 100]) == 100
+    assert _prune_depth([AP, P]) is None  # precision over the whole run counts every document
