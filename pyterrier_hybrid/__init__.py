@@ -13,8 +13,10 @@ from .evaluation import (
     evaluate_settings,
     lareqa_settings,
     macro_average,
+    macro_average_perquery,
     miracl_languages,
     miracl_settings,
+    paired_tests,
 )
 from .lareqa import ChecksumError, lareqa_query_counts, set_lareqa_dir
 from .measures import DEFAULT_MEASURES, RankDistance
@@ -44,5 +46,6 @@ __all__ = [
     'RankDistance', 'DEFAULT_MEASURES',
     'ParallelItem', 'TrainingRows', 'build_rows', 'read_items', 'write_items', 'lareqa_items', 'irds_items',
     'Setting', 'lareqa_settings', 'miracl_settings', 'miracl_languages', 'evaluate_settings', 'macro_average',
+    'macro_average_perquery', 'paired_tests',
     *_LAZY,
 ]

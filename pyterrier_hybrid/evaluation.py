@@ -87,19 +87,29 @@ class PruneAfterLastRelevant(pt.Transformer):
     """
 
     def __init__(self, qrels: pd.DataFrame, depth: int):
-        self.relevant = qrels.loc[qrels['label'] > 0, ['qid', 'docno']].assign(_relevant=True)
+        self.relevant = qrels.loc[qrels['label'] > 0, ['qid', 'docno']]
         self.depth = depth
 
     def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
         pt.validate.result_frame(inp)
         if not len(inp):
             return inp
-        run = inp.sort_values(['qid', 'score', 'docno'], ascending=[True, False, False], kind='stable')
-        position = run.groupby('qid', sort=False).cumcount().to_numpy()
-        flags = run[['qid', 'docno']].merge(self.relevant, on=['qid', 'docno'], how='left')['_relevant']
-        last = pd.Series(np.where(flags.fillna(False).to_numpy(bool), position, -1), index=run.index)
-        keep_until = last.groupby(run['qid']).transform('max').clip(lower=self.depth - 1)
-        return run[position <= keep_until.to_numpy()]
+        # integer codes instead of strings: sorting 15M-row full rankings by string columns takes minutes
+        qid_codes, qids = pd.factorize(inp['qid'])
+        doc_codes, docnos = pd.factorize(inp['docno'], sort=True)  # code order is docno order
+        order = np.lexsort((-doc_codes, -inp['score'].to_numpy(), qid_codes))
+        sorted_qids = qid_codes[order]
+        starts = np.flatnonzero(np.r_[True, sorted_qids[1:] != sorted_qids[:-1]])
+        sizes = np.diff(np.r_[starts, len(order)])
+        position = np.arange(len(order)) - np.repeat(starts, sizes)
+        relevant_q = qids.get_indexer(self.relevant['qid'])
+        relevant_d = docnos.get_indexer(self.relevant['docno'])
+        known = (relevant_q >= 0) & (relevant_d >= 0)
+        relevant_keys = relevant_q[known].astype(np.int64) * len(docnos) + relevant_d[known]
+        keys = sorted_qids.astype(np.int64) * len(docnos) + doc_codes[order]
+        last_relevant = np.maximum.reduceat(np.where(np.isin(keys, relevant_keys), position, -1), starts)
+        keep_until = np.repeat(np.maximum(last_relevant, self.depth - 1), sizes)
+        return inp.iloc[order[position <= keep_until]]
 
 
 def _prune_depth(eval_metrics: Sequence) -> int | None:
@@ -179,3 +189,45 @@ def macro_average(results: pd.DataFrame, measures: Sequence | None = None) -> pd
     table = results.groupby(['name', 'kind'], sort=False)[columns].mean().unstack('kind')
     kinds = [k for k in KINDS if k in results['kind'].unique()]
     return table.reindex(columns=pd.MultiIndex.from_product([columns, kinds]))
+
+
+def _wide(perquery: pd.DataFrame) -> pd.DataFrame:
+    """pt.Experiment's per-query long format -> one row per (system, setting, query), one column per measure."""
+    keys = ['name', 'dataset_id', 'kind', 'query_lang', 'doc_lang', 'qid']
+    return perquery.pivot_table(index=keys, columns='measure', values='value').reset_index()
+
+
+def macro_average_perquery(perquery: pd.DataFrame) -> pd.DataFrame:
+    """:func:`macro_average` of per-query results (``evaluate_settings(..., perquery=True)``)."""
+    per_setting = _wide(perquery).groupby(['name', 'dataset_id', 'kind'], sort=False).mean(numeric_only=True)
+    return macro_average(per_setting.reset_index())
+
+
+def paired_tests(perquery: pd.DataFrame, baseline: str, measure: str, correction: str = 'holm',
+                 alpha: float = 0.05) -> pd.DataFrame:
+    """Paired t-tests of every system against ``baseline``, per kind, over all (setting, query) pairs.
+
+    The Mo / Cr / Mul numbers are means over many settings, so each test pairs a system's and the baseline's
+    score on the same query in the same setting, pooled over the settings of a kind; p-values are corrected for
+    all the tests together (``statsmodels`` ``multipletests`` methods, as ``pt.Experiment(correction=...)``).
+    """
+    from scipy.stats import ttest_rel
+    from statsmodels.stats.multitest import multipletests
+    wide = _wide(perquery[perquery['measure'] == measure])
+    scores = wide.pivot_table(index=['dataset_id', 'kind', 'qid'], columns='name', values=measure)
+    if baseline not in scores.columns:
+        raise KeyError(f'baseline {baseline!r} is not among the systems: {", ".join(scores.columns)}')
+    rows = []
+    for kind in [k for k in KINDS if k in scores.index.get_level_values('kind')]:
+        of_kind = scores.xs(kind, level='kind')
+        for name in of_kind.columns.drop(baseline):
+            pair = of_kind[[name, baseline]].dropna()
+            test = ttest_rel(pair[name], pair[baseline])
+            rows.append({'kind': kind, 'name': name, 'baseline': baseline, 'pairs': len(pair),
+                         'mean': pair[name].mean(), 'baseline_mean': pair[baseline].mean(),
+                         'delta': pair[name].mean() - pair[baseline].mean(), 'p': float(test.pvalue)})
+    result = pd.DataFrame(rows)
+    if len(result):
+        reject, corrected, _, _ = multipletests(result['p'].fillna(1.0), alpha=alpha, method=correction)
+        result = result.assign(p_corrected=corrected, significant=reject)
+    return result

@@ -145,12 +145,13 @@ def build_trainer(model: str | os.PathLike, data: TrainingData, output_dir: str 
     from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
     output_dir = Path(output_dir)
     checkpoints = output_dir.with_name(output_dir.name + '.checkpoints')
+    defaults = dict(save_total_limit=2, logging_steps=max(1, min(50, steps // 20)), report_to='none',
+                    dataloader_drop_last=True, warmup_ratio=0.1)
     args = HybridTrainingArguments(
         output_dir=str(checkpoints), strategy=strategy, alpha=alpha, temperature=temperature,
         mini_batch_size=mini_batch_size, freeze_embeddings=freeze_embeddings, max_steps=steps,
         per_device_train_batch_size=batch_size, learning_rate=learning_rate, seed=seed, data_seed=seed,
-        save_steps=save_steps, save_total_limit=2, logging_steps=max(1, min(50, steps // 20)), report_to='none',
-        dataloader_drop_last=True, **{'warmup_ratio': 0.1, **training_args})
+        save_steps=save_steps, **{**defaults, **training_args})
     st_model = SentenceTransformer(str(model), device='cuda' if _cuda() else 'cpu')
     if max_length:
         st_model.max_seq_length = max_length

@@ -21,8 +21,10 @@ from pyterrier_hybrid import (
     evaluate_settings,
     lareqa_settings,
     macro_average,
+    macro_average_perquery,
     miracl_languages,
     miracl_settings,
+    paired_tests,
 )
 from pyterrier_hybrid.evaluation import _prune_depth
 
@@ -162,3 +164,25 @@ def test_pruning_after_the_last_relevant_document_changes_no_value(lareqa_dir):
     np.testing.assert_allclose(merged['value_pruned'], merged['value_full'], rtol=1e-9)
     assert _prune_depth([AP, nDCG @ 10, R @ 100]) == 100
     assert _prune_depth([AP, P]) is None  # precision over the whole run counts every document
+
+
+def test_paired_tests_pool_queries_of_a_kind_and_correct():
+    rng = np.random.default_rng(0)
+    rows = []
+    for dataset_id, kind in [('s/de/de', 'Mo'), ('s/en/en', 'Mo'), ('s/de/en', 'Cr')]:
+        base = rng.random(200)
+        for name, values in [('base', base), ('better', base + 0.05 + rng.normal(0, 0.01, 200)),
+                             ('same', base + rng.normal(0, 0.01, 200))]:
+            rows += [{'name': name, 'dataset_id': dataset_id, 'kind': kind, 'query_lang': 'x', 'doc_lang': 'y',
+                      'qid': f'q{i}', 'measure': 'AP', 'value': v} for i, v in enumerate(values)]
+    perquery = pd.DataFrame(rows)
+    tests = paired_tests(perquery, baseline='base', measure='AP').set_index(['kind', 'name'])
+    assert tests.loc[('Mo', 'better'), 'pairs'] == 400 and tests.loc[('Cr', 'better'), 'pairs'] == 200
+    assert tests.loc[('Mo', 'better'), 'significant'] and tests.loc[('Cr', 'better'), 'significant']
+    assert tests.loc[('Mo', 'better'), 'delta'] == pytest.approx(0.05, abs=0.005)
+    assert not tests.loc[('Mo', 'same'), 'significant']
+    assert (tests['p_corrected'] >= tests['p']).all()
+    table = macro_average_perquery(perquery)
+    assert table.loc['better', ('AP', 'Mo')] == pytest.approx(table.loc['base', ('AP', 'Mo')] + 0.05, abs=0.005)
+    with pytest.raises(KeyError, match="baseline 'untrained' is not among"):
+        paired_tests(perquery, baseline='untrained', measure='AP')
