@@ -4,7 +4,8 @@ Usage: python benchmarks/train_strategies.py [--steps 60] [--batch-size 16] [--m
 
 Every strategy gets the same budget (steps x batch size x max length, frozen word embeddings by default, since
 they are most of mE5's 118M parameters and slow on a CPU). Each trained model and the untrained one encode
-XQuAD-R once (PooledDenseRetrieval) and are evaluated on all 132 settings with AP, nDCG@10 and rank distance.
+XQuAD-R once (PooledDenseRetrieval) and are evaluated on all 132 settings over full rankings with AP, nDCG@10
+and rank distance (evaluate_pooled: pt.Experiment's values, from score matrices).
 The table reports mean +- std over seeds; paired t-tests over (setting, query) pairs, Holm-corrected, compare
 each strategy with the untrained model and with each other. Languages unseen in MLQA-R training (el, ru, th,
 tr) are reported separately. Also measures training throughput against a plain sentence-transformers
@@ -101,7 +102,7 @@ def main() -> None:
         systems[name] = ph.PooledDenseRetrieval(encoder, 'lareqa/xquad-r', work / 'encodings' / name)
         timings[f'encode {name} s'] = round(time.perf_counter() - start, 1)
     start = time.perf_counter()
-    perquery = ph.evaluate_settings(systems, ph.lareqa_settings('xquad-r'), measures, perquery=True)
+    perquery = ph.evaluate_pooled(systems, ph.lareqa_settings('xquad-r'), measures)
     timings['evaluate s'] = round(time.perf_counter() - start, 1)
     perquery.to_csv(out / 'train_strategies.perquery.csv.gz', index=False)
 

@@ -29,7 +29,7 @@ _LAZY = {
     'HybridEncoder': '.encoders', 'EncoderConfig': '.encoders', 'read_encoder_config': '.encoders',
     'DenseIndex': '.index', 'FaissRetriever': '.index', 'shard_corpus': '.index',
     'CorruptIndexError': '.index', 'IncompatibleEncoderError': '.index',
-    'PooledDenseRetrieval': '.pooled', 'QueryVectors': '.pooled',
+    'PooledDenseRetrieval': '.pooled', 'QueryVectors': '.pooled', 'evaluate_pooled': '.pooled',
     'HybridBatchSampler': '.sampler',
     'train': '.training', 'build_trainer': '.training', 'HybridTrainingArguments': '.training',
     'read_recipe': '.training',

@@ -139,6 +139,13 @@ class DenseIndex(FlexIndex):
             raise KeyError(f'{int((ids < 0).sum())} docno(s) not in {self.index_path}: {missing}')
         return ids
 
+    def docno_array(self) -> np.ndarray:
+        """All docnos as an object array, cached: vectorised lookups for large result frames."""
+        if 'docno_array' not in self._cache:
+            docno_lookup, = self.payload(return_dvecs=False)[:1]
+            self._cache['docno_array'] = np.array(list(docno_lookup), dtype=object)
+        return self._cache['docno_array']
+
     def vectors(self, docnos: Iterable[str]) -> np.ndarray:
         """The stored vectors of ``docnos``, in the given order."""
         dvecs, _ = self.payload(return_docnos=False)
@@ -236,13 +243,13 @@ class AtomicIndexer(pt.Indexer):
     def __init__(self, index: DenseIndex, mode: str = 'create'):
         if mode not in ('create', 'overwrite'):
             raise ValueError(f"mode must be 'create' or 'overwrite', not {mode!r}")
-        self._index, self.mode = index, mode
+        self.flex_index, self.mode = index, mode
 
     def index_inputs(self):
         return [['docno', 'doc_vec']]
 
     def index(self, inp) -> DenseIndex:
-        path = Path(self._index.index_path)
+        path = Path(self.flex_index.index_path)
         if path.exists() and self.mode == 'create':
             raise FileExistsError(f'{path} already exists; use index.indexer(mode="overwrite") to replace it')
         if isinstance(inp, pd.DataFrame):
@@ -255,18 +262,19 @@ class AtomicIndexer(pt.Indexer):
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f'.{path.name}.building-'))
         try:
-            FlexIndexer(FlexIndex(tmp / 'index', verbose=self._index.verbose)).index(_unique_docnos(inp))
+            FlexIndexer(FlexIndex(tmp / 'index', verbose=self.flex_index.verbose)).index(_unique_docnos(inp))
             meta = json.loads((tmp / 'index' / 'pt_meta.json').read_text())
-            meta.update(self._index._encoder_metadata or {})
+            meta.update(self.flex_index._encoder_metadata or {})
             (tmp / 'index' / 'pt_meta.json').write_text(json.dumps(meta, indent=1))
             if path.exists():  # overwrite: the old index stays until the new one is in place
                 os.replace(path, tmp / 'old')
             os.replace(tmp / 'index', path)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        self._index._meta = self._index._docnos = self._index._dvecs = None
-        self._index._cache.clear()
-        return self._index
+        index = self.flex_index
+        index._meta = index._docnos = index._dvecs = None
+        index._cache.clear()
+        return index
 
 
 def shard_corpus(corpus: Iterable[dict], shard: int, num_shards: int) -> Iterator[dict]:
@@ -305,11 +313,10 @@ class FaissRetriever(pt.Transformer):
             raise IncompatibleEncoderError(f'query vectors have {query_vecs.shape[1]} dimensions but '
                                            f'{self.flex_index.index_path} holds {meta["vec_size"]}-dimensional ones')
         scores, docids = self._search(query_vecs)
-        docno_lookup, = self.flex_index.payload(return_dvecs=False)[:1]
-        for q in range(len(inp)):
-            found = docids[q] >= 0
-            builder.extend({'_index': np.full(found.sum(), q), 'docno': docno_lookup.fwd[docids[q][found]],
-                            'docid': docids[q][found], 'score': scores[q][found], 'rank': np.arange(found.sum())})
+        found = docids >= 0  # FAISS pads with -1 when fewer than k documents qualify
+        builder.extend({'_index': np.nonzero(found)[0], 'docno': self.flex_index.docno_array()[docids[found]],
+                        'docid': docids[found], 'score': scores[found],
+                        'rank': (np.cumsum(found, axis=1) - 1)[found]})
         return builder.to_df(inp)
 
     def _search(self, query_vecs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

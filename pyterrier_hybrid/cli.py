@@ -1,0 +1,117 @@
+"""The ``pyterrier-hybrid`` command: train, index (sharded) and merge.
+
+User errors (a bad argument, unknown language, missing file, corrupt index) print one line and exit with 2;
+anything else is a bug and keeps its traceback (exit 1).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+USER_ERRORS = (ValueError, KeyError, FileNotFoundError, FileExistsError, OSError, ConnectionError)
+
+
+def _shard(value: str) -> tuple[int, int]:
+    """``i/N`` -> (i, N)."""
+    try:
+        index, count = (int(part) for part in value.split('/'))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected SHARD/NUM_SHARDS such as 0/4, not {value!r}') from None
+    if not 0 <= index < count:
+        raise argparse.ArgumentTypeError(f'shard {index} is not in 0..{count - 1}')
+    return index, count
+
+
+def _train(args: argparse.Namespace) -> None:
+    from .training import train
+    out = train(args.model, args.data, args.output, strategy=args.strategy, alpha=args.alpha, steps=args.steps,
+                batch_size=args.batch_size, learning_rate=args.learning_rate, temperature=args.temperature,
+                languages=args.languages, max_length=args.max_length, mini_batch_size=args.mini_batch_size,
+                freeze_embeddings=args.freeze_embeddings, seed=args.seed, save_steps=args.save_steps)
+    print(out)
+
+
+def _index(args: argparse.Namespace) -> None:
+    import ir_datasets
+    import pyterrier as pt
+
+    from .encoders import HybridEncoder
+    from .index import DenseIndex, shard_corpus
+    ir_datasets.load(args.dataset)  # an unknown id fails here, with ir_datasets' explanation, before the model loads
+    encoder = HybridEncoder.from_pretrained(args.model, batch_size=args.batch_size, quantize=args.quantize,
+                                            text_field=args.text_field, verbose=True)
+    corpus = pt.get_dataset(f'irds:{args.dataset}').get_corpus_iter(verbose=False)
+    if args.shard:
+        corpus = shard_corpus(corpus, *args.shard)
+    index = DenseIndex(args.index)
+    (encoder >> index.indexer(mode='overwrite' if args.overwrite else 'create')).index(corpus, batch_size=4096)
+    print(f'{index.index_path}: {len(index)} documents')
+
+
+def _merge(args: argparse.Namespace) -> None:
+    from .index import DenseIndex
+    merged = DenseIndex.merge(args.shards, args.output, mode='overwrite' if args.overwrite else 'create')
+    print(f'{merged.index_path}: {len(merged)} documents')
+
+
+def parser() -> argparse.ArgumentParser:
+    from .training import STRATEGIES
+    root = argparse.ArgumentParser(prog='pyterrier-hybrid', description='Zero-shot cross-lingual dense retrieval: '
+                                   'train encoders, build (sharded) dense indexes.')
+    commands = root.add_subparsers(dest='command', required=True)
+
+    train = commands.add_parser('train', help='fine-tune an encoder with hybrid batches or a baseline',
+                                description='Fine-tune MODEL on DATA and save the checkpoint to OUTPUT.')
+    train.add_argument('model', help='Hub id or local path of the encoder to start from')
+    train.add_argument('data', help='lareqa/mlqa-r, lareqa/xquad-r, or a JSONL file of parallel QA items')
+    train.add_argument('output', help='directory for the trained checkpoint')
+    train.add_argument('--strategy', choices=list(STRATEGIES), default='hybrid')
+    train.add_argument('--alpha', type=float, help='probability of a monolingual batch (hybrid; default 0.5)')
+    train.add_argument('--steps', type=int, default=1000)
+    train.add_argument('--batch-size', type=int, default=32, help='per device')
+    train.add_argument('--learning-rate', type=float, default=2e-5)
+    train.add_argument('--temperature', type=float, default=0.05)
+    train.add_argument('--languages', nargs='+', help='train on these languages only')
+    train.add_argument('--max-length', type=int, help='truncate texts to this many tokens')
+    train.add_argument('--mini-batch-size', type=int, help='GradCache mini-batches: large batches, small memory')
+    train.add_argument('--freeze-embeddings', action='store_true', help='keep the word embeddings fixed')
+    train.add_argument('--seed', type=int, default=42)
+    train.add_argument('--save-steps', type=int, default=500, help='checkpoint every N steps (resume point)')
+    train.set_defaults(run=_train)
+
+    index = commands.add_parser('index', help='encode a corpus into a dense index (optionally one shard of it)',
+                                description='Encode the corpus of an ir_datasets id into a DenseIndex.')
+    index.add_argument('model')
+    index.add_argument('dataset', help='ir_datasets id, e.g. lareqa/xquad-r or miracl/sw')
+    index.add_argument('index', help='index directory')
+    index.add_argument('--shard', type=_shard, help='encode only shard I of N (round robin), e.g. 0/4')
+    index.add_argument('--text-field', default='text', help='document field to encode')
+    index.add_argument('--batch-size', type=int, default=32)
+    index.add_argument('--quantize', action='store_true', help='int8 CPU inference')
+    index.add_argument('--overwrite', action='store_true')
+    index.set_defaults(run=_index)
+
+    merge = commands.add_parser('merge', help='merge shard indexes 0..N-1 into one',
+                                description='Merge the indexes of --shard 0/N .. N-1/N, in that order.')
+    merge.add_argument('shards', nargs='+')
+    merge.add_argument('--output', required=True)
+    merge.add_argument('--overwrite', action='store_true')
+    merge.set_defaults(run=_merge)
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    import pyterrier_hybrid  # noqa: F401  (registers the data sets)
+    try:
+        args.run(args)
+    except USER_ERRORS as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f'pyterrier-hybrid {args.command}: error: {message}', file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

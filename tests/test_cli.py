@@ -1,0 +1,47 @@
+"""The pyterrier-hybrid command, run as a user would: in a subprocess."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+from pyterrier_hybrid import DenseIndex, read_recipe
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, '-m', 'pyterrier_hybrid', *map(str, args)], capture_output=True,
+                          text=True, timeout=600, env={**os.environ, 'TOKENIZERS_PARALLELISM': 'false'})
+
+
+def test_help_and_user_errors_exit_2_without_traceback(tiny_model, tmp_path, lareqa_dir):
+    done = cli('--help')
+    assert done.returncode == 0 and 'train' in done.stdout and 'index' in done.stdout
+    for args, message in [(('train', tiny_model, 'lareqa/mlqa-r', tmp_path / 'o', '--alpha', '1.5'), 'alpha'),
+                          (('train', tiny_model, tmp_path / 'none.jsonl', tmp_path / 'o'), 'neither a JSONL'),
+                          (('index', tiny_model, 'lareqa/xquad-r/xx', tmp_path / 'i'), "unknown language 'xx'"),
+                          (('index', tiny_model, 'lareqa/xquad-r', tmp_path / 'i', '--shard', '2/2'), 'not in 0..1')]:
+        done = cli(*args)
+        assert done.returncode == 2, (args, done.stderr[-2000:])
+        assert message in done.stderr and 'Traceback' not in done.stderr
+
+
+def test_train_command(tiny_model, tmp_path, lareqa_dir):
+    done = cli('train', tiny_model, 'lareqa/mlqa-r', tmp_path / 'm', '--strategy', 'xx-mono', '--steps', '2',
+               '--batch-size', '4')
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert read_recipe(tmp_path / 'm')['strategy'] == 'xx-mono'
+
+
+def test_sharded_index_commands_equal_one_process(tiny_model, tmp_path, lareqa_dir):
+    for shard in ('0/2', '1/2'):
+        done = cli('index', tiny_model, 'lareqa/xquad-r/th/th', tmp_path / f'shard{shard[0]}', '--shard', shard)
+        assert done.returncode == 0, done.stderr[-2000:]
+    done = cli('merge', tmp_path / 'shard0', tmp_path / 'shard1', '--output', tmp_path / 'merged')
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert cli('index', tiny_model, 'lareqa/xquad-r/th/th', tmp_path / 'single').returncode == 0
+    merged, single = DenseIndex(tmp_path / 'merged'), DenseIndex(tmp_path / 'single')
+    assert len(merged) == len(single) == 852 and merged.metadata['model'] == str(tiny_model)
+    assert list(merged.payload()[0]) == list(single.payload()[0])
+    np.testing.assert_allclose(merged.payload()[1], single.payload()[1], atol=1e-6)
