@@ -33,6 +33,8 @@ def main() -> None:
     parser.add_argument('--name', default='mE5-small')
     parser.add_argument('--collections', nargs='+', default=['xquad-r', 'mlqa-r'])
     parser.add_argument('--quantize', action='store_true', help='int8 CPU inference')
+    parser.add_argument('--fast', action='store_true',
+                        help='evaluate_pooled (the same values from score matrices) instead of pt.Experiment')
     parser.add_argument('--batch-size', type=int, default=32)
     parser.add_argument('--work', default=str(HERE.parent / 'runs'), help='where encodings are cached')
     parser.add_argument('--out', default=str(HERE / 'results'))
@@ -51,14 +53,21 @@ def main() -> None:
         system = ph.PooledDenseRetrieval(encoder, f'lareqa/{collection}', Path(args.work) / name / collection)
         timings['encode_s'] = time.perf_counter() - start
         start = time.perf_counter()
-        results = ph.evaluate_settings({name: system}, ph.lareqa_settings(collection), measures)
+        if args.fast:
+            perquery = ph.evaluate_pooled({name: system}, ph.lareqa_settings(collection), measures)
+            results = perquery.pivot_table(index=['name', 'dataset_id', 'kind', 'query_lang', 'doc_lang'],
+                                           columns='measure', values='value').reset_index()
+        else:
+            results = ph.evaluate_settings({name: system}, ph.lareqa_settings(collection), measures)
         timings['evaluate_s'] = time.perf_counter() - start
         stem = out / f'lareqa_{collection}_{name}'
         results.to_csv(f'{stem}.settings.csv', index=False)
-        table = ph.macro_average(results, measures=[ph.DEFAULT_MEASURES[1], ph.RankDistance, *ph.DEFAULT_MEASURES[::2]])
+        table = ph.macro_average(results, measures=[ph.DEFAULT_MEASURES[1], *ph.DEFAULT_MEASURES[::2], ph.RankDistance])
+        table = table.drop(columns=[('RankDistance', 'Mo'), ('RankDistance', 'Cr')])  # one relevant document: 0
         table.to_csv(f'{stem}.table.csv')
         Path(f'{stem}.table.md').write_text(table.round(4).to_markdown() + '\n')
         meta = {'model': model, 'collection': collection, 'quantize': args.quantize, 'batch_size': args.batch_size,
+                'evaluator': 'evaluate_pooled' if args.fast else 'pt.Experiment',
                 'threads': os.cpu_count(), **{k: round(v, 1) for k, v in timings.items()}}
         Path(f'{stem}.meta.json').write_text(json.dumps(meta, indent=1) + '\n')
         print(collection, meta)

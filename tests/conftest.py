@@ -76,3 +76,14 @@ def tiny_model(tmp_path_factory) -> Path:
 def tiny_encoder(tiny_model):
     from pyterrier_hybrid import HybridEncoder
     return HybridEncoder.from_pretrained(tiny_model, batch_size=4)
+
+
+@pytest.fixture(scope='session')
+def offline_models() -> dict[str, Path]:
+    """The real checkpoints built by ../shared/tools/offline-models (about a minute the first time)."""
+    import subprocess
+    tool = SHARED / 'tools' / 'offline-models'
+    done = subprocess.run([str(tool)], capture_output=True, text=True, timeout=900)
+    if done.returncode != 0:
+        pytest.fail(f'{tool} failed: {done.stderr[-2000:]}')
+    return {name: Path(path) for name, path in (line.split('=', 1) for line in done.stdout.split())}
