@@ -33,6 +33,7 @@ _LAZY = {
     'HybridBatchSampler': '.sampler',
     'train': '.training', 'build_trainer': '.training', 'HybridTrainingArguments': '.training',
     'read_recipe': '.training',
+    'load_experiment': '.experiment', 'run_experiment': '.experiment', 'ExperimentError': '.experiment',
 }
 
 def __getattr__(name: str):

@@ -1,4 +1,4 @@
-"""The ``pyterrier-hybrid`` command: train, index (sharded) and merge.
+"""The ``pyterrier-hybrid`` command: train, index (sharded), merge, retrieve, evaluate and run experiments.
 
 User errors (a bad argument, unknown language, missing file, corrupt index) print one line and exit with 2;
 anything else is a bug and keeps its traceback (exit 1).
@@ -55,6 +55,41 @@ def _merge(args: argparse.Namespace) -> None:
     print(f'{merged.index_path}: {len(merged)} documents')
 
 
+def _retrieve(args: argparse.Namespace) -> None:
+    import ir_datasets
+    import pyterrier as pt
+
+    from .encoders import HybridEncoder
+    from .index import DenseIndex
+    dataset = ir_datasets.load(args.dataset)
+    docnos = [d.doc_id for d in dataset.docs_iter()] if args.restrict else None
+    encoder = HybridEncoder.from_pretrained(args.model, batch_size=args.batch_size, verbose=True)
+    pipeline = encoder >> DenseIndex(args.index).retriever(args.num_results, docnos=docnos, drop_query_vec=True)
+    run = pipeline(pt.get_dataset(f'irds:{args.dataset}').get_topics(args.query_field))
+    pt.io.write_results(run, args.output, run_name=args.run_name)
+    print(f'{args.output}: {run["qid"].nunique()} queries, {len(run)} results')
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    import ir_datasets
+    import pyterrier as pt
+
+    from .experiment import parse_measure
+    ir_datasets.load(args.dataset)
+    measures = [parse_measure(m) for m in args.measures]
+    dataset = pt.get_dataset(f'irds:{args.dataset}')
+    runs = [pt.io.read_results(path) for path in args.runs]
+    table = pt.Experiment(runs, dataset.get_topics(args.query_field), dataset.get_qrels(), measures,
+                          names=[str(p) for p in args.runs], baseline=0 if len(runs) > 1 else None,
+                          correction=args.correction if len(runs) > 1 else None)
+    print(table.round(4).to_markdown(index=False))
+
+
+def _run(args: argparse.Namespace) -> None:
+    from .experiment import run_experiment
+    print(run_experiment(args.experiment))
+
+
 def parser() -> argparse.ArgumentParser:
     from .training import STRATEGIES
     root = argparse.ArgumentParser(prog='pyterrier-hybrid', description='Zero-shot cross-lingual dense retrieval: '
@@ -98,6 +133,34 @@ def parser() -> argparse.ArgumentParser:
     merge.add_argument('--output', required=True)
     merge.add_argument('--overwrite', action='store_true')
     merge.set_defaults(run=_merge)
+
+    retrieve = commands.add_parser('retrieve', help='retrieve for the queries of a data set into a TREC run',
+                                   description='Encode the queries of DATASET and search INDEX.')
+    retrieve.add_argument('model')
+    retrieve.add_argument('index')
+    retrieve.add_argument('dataset', help='ir_datasets id whose queries to run')
+    retrieve.add_argument('--output', required=True, help='TREC run file (.res or .res.gz)')
+    retrieve.add_argument('--num-results', type=int, default=1000)
+    retrieve.add_argument('--restrict', action='store_true',
+                          help="search only the data set's own documents (e.g. one language of a pooled index)")
+    retrieve.add_argument('--query-field', default='text')
+    retrieve.add_argument('--batch-size', type=int, default=32)
+    retrieve.add_argument('--run-name', default='pyterrier-hybrid')
+    retrieve.set_defaults(run=_retrieve)
+
+    evaluate = commands.add_parser('evaluate', help='evaluate TREC runs on a data set (significance vs the first)',
+                                   description='Evaluate RUNS against the qrels of DATASET with pt.Experiment.')
+    evaluate.add_argument('dataset')
+    evaluate.add_argument('runs', nargs='+')
+    evaluate.add_argument('--measures', nargs='+', default=['AP', 'nDCG@10', 'R@100', 'RankDistance'])
+    evaluate.add_argument('--correction', default='holm')
+    evaluate.add_argument('--query-field', default='text')
+    evaluate.set_defaults(run=_evaluate)
+
+    run = commands.add_parser('run', help='run an experiment file (train, encode, evaluate, compare, plot)',
+                              description='Validate and run EXPERIMENT; a second run reuses everything on disk.')
+    run.add_argument('experiment', help='YAML experiment file')
+    run.set_defaults(run=_run)
     return root
 
 

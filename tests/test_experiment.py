@@ -1,0 +1,107 @@
+"""Experiment files: the validator on broken files, the runner end to end on a tiny model and real data."""
+from __future__ import annotations
+
+import textwrap
+
+import pandas as pd
+import pytest
+
+import pyterrier_hybrid as ph
+from pyterrier_hybrid import experiment
+from pyterrier_hybrid.experiment import ExperimentError, load_experiment
+
+
+def write(tmp_path, text: str, name: str = 'exp.yaml'):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+VALID = '''
+    name: tiny
+    models:
+      base: {pretrained: %(model)s}
+      hybrid:
+        train: {base: base, data: lareqa/mlqa-r, strategy: hybrid, steps: 2, batch_size: 4}
+    datasets: [lareqa/xquad-r]
+    languages: [de, en]
+    settings: [Mo, Cr, Mul]
+    measures: [AP, nDCG@10, RankDistance]
+    baseline: base
+    run_depth: 5
+'''
+
+
+@pytest.mark.parametrize('broken,expected', [
+    ('name: x\nmodels: {a: {pretrained: m}}\ndatasets: [lareqa/xquad-r]\nmesures: [AP]\n',
+     r"exp.yaml:4: mesures: unknown key 'mesures'; valid: baseline, correction, datasets"),
+    ('name: x\nmodels:\n  a: {pretrained: m}\ndatasets: [lareqa/xquad-r]\nbaseline: b\n',
+     r"exp.yaml:5: baseline: unknown model 'b'; valid: a"),
+    ('name: x\nmodels: {a: {pretrained: m}}\ndatasets:\n  - lareqa/xquad-r/fr\n',
+     r"exp.yaml:4: datasets.0: unknown data set 'lareqa/xquad-r/fr': unknown language 'fr'"),
+    ('name: x\nmodels: {a: {pretrained: m}}\ndatasets: [lareqa/xquad-r]\nlanguages: [de, xx]\n',
+     r"languages.1: unknown language 'xx'; valid: ar, de, el"),
+    ('name: x\nmodels: {a: {pretrained: m}}\ndatasets: [lareqa/xquad-r]\nmeasures: [AP, nDCG@ten]\n',
+     r"measures.1: unknown measure 'nDCG@ten'"),
+    ('name: x\nmodels:\n  a: {pretrained: m}\n  b:\n    train: {base: a, data: d, strategy: hybird}\n'
+     'datasets: [lareqa/xquad-r]\n', r"exp.yaml:5: models.b.train.strategy: unknown strategy 'hybird'; valid: hybrid"),
+    ('name: x\nmodels: {a: {pretrained: m, train: {}}}\ndatasets: [lareqa/xquad-r]\n', 'exactly one of pretrained'),
+    ('models: {a: {pretrained: m}}\n', "missing required key 'name'"),
+    ('name: x\nmodels: {a: {pretrained: m}}\ndatasets: [lareqa/xquad-r]\nsettings: [Mono, [de, en]]\n',
+     r"settings.0: unknown setting 'Mono'; valid: Mo, Cr, Mul"),
+    ('name: [unclosed\n', 'not valid YAML'),
+])
+def test_validator_reports_location_and_choices(tmp_path, broken, expected):
+    with pytest.raises(ExperimentError, match=expected):
+        load_experiment(write(tmp_path, broken))
+
+
+def test_validator_collects_every_problem(tmp_path):
+    path = write(tmp_path, 'name: x\nmodels: {a: {pretrained: m}}\ndatasets: [lareqa/xquad-r]\n'
+                           'measures: [APP]\ncorrection: magic\nrun_depth: -1\n')
+    with pytest.raises(ExperimentError) as error:
+        load_experiment(path)
+    assert len(str(error.value).splitlines()) == 3
+
+
+def test_runner_end_to_end_with_cache_and_resume(tiny_model, tmp_path, lareqa_dir, monkeypatch):
+    path = write(tmp_path, VALID % {'model': tiny_model})
+    spec = load_experiment(path)
+    assert spec.output == tmp_path / 'runs' / 'tiny'
+
+    calls = {'n': 0}
+    original = experiment.ExperimentRunner.perquery
+
+    def crash_on_second_model(self, model, dataset_id):
+        calls['n'] += 1
+        if calls['n'] == 2:
+            raise KeyboardInterrupt
+        return original(self, model, dataset_id)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(experiment.ExperimentRunner, 'perquery', crash_on_second_model)
+        with pytest.raises(KeyboardInterrupt):
+            ph.run_experiment(path, log=lambda *a: None)
+    cached = list((spec.output / 'perquery').rglob('*.csv.gz'))
+    assert len(cached) == 1, 'the first model was kept'
+
+    results = ph.run_experiment(path, log=lambda *a: None)  # resumes: trains and evaluates the second model
+    summary = pd.read_csv(results / 'summary.csv', index_col=[0, 1])
+    assert set(summary.index.get_level_values('name')) == {'base', 'hybrid'}
+    assert {'AP Mo', 'AP Cr', 'AP Mul', 'RankDistance Mul'} <= set(summary.columns)
+    settings = pd.read_csv(results / 'settings.csv')
+    assert len(settings) == 2 * (2 + 2 + 2)  # 2 models x (2 Mo + 2 Cr + 2 Mul) with de and en
+    tests = pd.read_csv(results / 'significance.csv')
+    assert set(tests['name']) == {'hybrid'} and {'p', 'p_corrected', 'significant'} <= set(tests.columns)
+    assert (results / 'heatmap_base_lareqa_xquad-r.png').stat().st_size > 1000
+    assert (results / 'rank_distance_lareqa_xquad-r.png').is_file()
+    assert len(list((spec.output / 'runs' / 'hybrid').glob('*.res.gz'))) == 6
+    assert (results / 'summary.md').read_text().count('|') > 10
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError('a cached experiment encoded or trained again')
+
+    monkeypatch.setattr(ph.HybridEncoder, 'encode', must_not_run)
+    monkeypatch.setattr('pyterrier_hybrid.training.train', must_not_run)
+    again = ph.run_experiment(path, log=lambda *a: None)
+    assert pd.read_csv(again / 'summary.csv', index_col=[0, 1]).equals(summary)
