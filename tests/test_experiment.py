@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -105,3 +106,17 @@ def test_runner_end_to_end_with_cache_and_resume(tiny_model, tmp_path, lareqa_di
     monkeypatch.setattr('pyterrier_hybrid.training.train', must_not_run)
     again = ph.run_experiment(path, log=lambda *a: None)
     assert pd.read_csv(again / 'summary.csv', index_col=[0, 1]).equals(summary)
+
+
+@pytest.mark.parametrize('name', ['paper_table.yaml', 'acs_vs_multilingual.yaml'])
+def test_example_experiments_validate(name, monkeypatch, offline_models, lareqa_dir):
+    from conftest import SHARED  # noqa: F401  (the lexicon paths point into ../shared)
+    monkeypatch.setenv('OFFLINE_MODELS_DIR', str(offline_models['multilingual-e5-small'].parent))
+    spec = load_experiment(experiment_examples() / name)
+    assert spec.baseline == 'mE5' and spec.datasets == ['lareqa/xquad-r']
+    for model in spec.models.values():
+        assert model.pretrained is None or (Path(model.pretrained) / 'config.json').is_file()
+
+
+def experiment_examples() -> Path:
+    return Path(__file__).resolve().parents[1] / 'examples'
