@@ -45,3 +45,20 @@ def test_sharded_index_commands_equal_one_process(tiny_model, tmp_path, lareqa_d
     assert len(merged) == len(single) == 852 and merged.metadata['model'] == str(tiny_model)
     assert list(merged.payload()[0]) == list(single.payload()[0])
     np.testing.assert_allclose(merged.payload()[1], single.payload()[1], atol=1e-6)
+
+
+def test_retrieve_evaluate_and_run_commands(tiny_model, tmp_path, lareqa_dir):
+    assert cli('index', tiny_model, 'lareqa/xquad-r/th/th', tmp_path / 'th').returncode == 0
+    run = tmp_path / 'th.res.gz'
+    done = cli('retrieve', tiny_model, tmp_path / 'th', 'lareqa/xquad-r/th/th', '--output', run, '--num-results', 20)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert '1190 queries, 23800 results' in done.stdout
+    done = cli('evaluate', 'lareqa/xquad-r/th/th', run, '--measures', 'AP', 'nDCG@10')
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert 'AP' in done.stdout and 'nDCG@10' in done.stdout
+    assert cli('evaluate', 'lareqa/xquad-r/th/th', run, '--measures', 'MAP@x').returncode == 2
+    broken = tmp_path / 'broken.yaml'
+    broken.write_text('name: x\nmodels: {a: {pretrained: m}}\ndatasets: [lareqa/xquad-r]\nmesures: [AP]\n')
+    done = cli('run', broken)
+    assert done.returncode == 2 and "broken.yaml:4: mesures: unknown key 'mesures'" in done.stderr
+    assert 'Traceback' not in done.stderr
