@@ -27,6 +27,8 @@ class BM25(pt.Transformer):
         self.num_results = num_results
 
     def transform(self, topics: pd.DataFrame) -> pd.DataFrame:
+        if not len(topics):  # pt.Experiment probes pipelines with an empty frame
+            return pd.DataFrame(columns=['qid', 'query', 'docno', 'score', 'rank'])
         tokens = bm25s.tokenize(topics['query'].tolist(), stopwords='en', show_progress=False)
         ids, scores = self.model.retrieve(tokens, k=self.num_results, show_progress=False)
         rows = [{'qid': qid, 'query': query, 'docno': self.docnos[i], 'score': float(s), 'rank': r}

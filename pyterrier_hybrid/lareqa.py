@@ -25,7 +25,6 @@ Source files are read from ``PYTERRIER_HYBRID_LAREQA_DIR`` (or :func:`set_lareqa
 downloaded once from the LAReQA repository into ``ir_datasets.util.home_path()/lareqa``. Every file is
 checked against its published sha256.
 """
-from __future__ import annotations
 
 import functools
 import hashlib
@@ -222,7 +221,7 @@ def lareqa_query_counts(collection: str) -> dict[tuple[str, str], int]:
 class _ListDocstore(Docstore):
     """Random access by doc_id over the (small) in-memory candidate list."""
 
-    def __init__(self, docs_handler: LareqaDocs):
+    def __init__(self, docs_handler: 'LareqaDocs'):
         super().__init__(LareqaDoc)
         self._handler = docs_handler
 

@@ -7,6 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 import ir_datasets
+import pandas as pd
 import pyterrier as pt
 import pytest
 
@@ -77,6 +78,8 @@ def test_pyterrier_sees_the_ids(lareqa_dir):
     corpus = list(dataset.get_corpus_iter(verbose=False))
     assert len(corpus) == 1180 and {'docno', 'text', 'context', 'lang'} <= set(corpus[0])
     assert set(dataset.get_qrels()['docno'].str[:3]) == {'en-'}
+    texts = pt.text.get_text(dataset, ['text', 'context'])(pd.DataFrame({'qid': ['1'], 'docno': ['en-0000-0']}))
+    assert texts['text'][0] in texts['context'][0] and texts['text'][0].startswith('The Panthers defense')
 
 
 def test_unknown_language_lists_valid_ones(lareqa_dir):
