@@ -120,3 +120,29 @@ def test_example_experiments_validate(name, monkeypatch, offline_models, lareqa_
 
 def experiment_examples() -> Path:
     return Path(__file__).resolve().parents[1] / 'examples'
+
+
+def test_code_switched_training_data_from_an_experiment_file(tmp_path, lareqa_dir):
+    from conftest import SHARED
+    lexicons = SHARED / 'data' / 'lexicons'
+    path = write(tmp_path, f'''
+        name: acs
+        models:
+          base: {{pretrained: some/model}}
+          acs:
+            train:
+              base: base
+              data: lareqa/mlqa-r
+              code_switching: {{lexicons: [{lexicons}/en-de.txt, {lexicons}/en-hi.txt], p: 0.5, side: query}}
+        datasets: [lareqa/mlqa-r]
+    ''')
+    spec = load_experiment(path)
+    runner = experiment.ExperimentRunner(spec, log=lambda *a: None)
+    train = dict(spec.models['acs'].train)
+    data = runner._training_data(train['data'], train['code_switching'])
+    items = data['acs']
+    english = [i for i in items if i.lang == 'en']
+    switched = [i for i in items if i.lang == 'cs']
+    assert len(english) == len(switched) == 1148
+    assert all(s.positive == e.positive for s, e in zip(switched, english)), 'side: query leaves passages alone'
+    assert sum(s.query != e.query for s, e in zip(switched, english)) > 1000
