@@ -50,5 +50,7 @@ if not index.built():
 bm25 = BM25(corpus)
 dense = encoder >> index.retriever(num_results=100)                             # dense retrieval
 rerank = bm25 % 20 >> pt.text.get_text(dataset, 'text') >> encoder.text_scorer()  # BM25 top 20, re-ranked
-print(pt.Experiment([bm25, dense, rerank], topics, qrels, [nDCG @ 10, AP, R @ 100, ph.RankDistance],
-                    names=['BM25 (bm25s)', 'mE5 dense', 'BM25 top 20 >> mE5'], baseline=0, correction='holm'))
+results = pt.Experiment([bm25, dense, rerank], topics, qrels, [nDCG @ 10, AP, R @ 100],
+                        names=['BM25 (bm25s)', 'mE5 dense', 'BM25 top 20 >> mE5'], baseline=0, correction='holm',
+                        round=3)
+print(results.to_markdown(index=False))
