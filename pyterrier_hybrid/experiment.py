@@ -322,12 +322,16 @@ class ExperimentRunner:
         return {'acs': english + switched}
 
     def perquery(self, model: ModelSpec, dataset_id: str) -> pd.DataFrame:
-        """Per-query values of one model on one data set (cached)."""
+        """Per-query values of one model on one data set, and its runs (both cached; missing parts computed)."""
         cache = self.out / 'perquery' / model.key / (dataset_id.replace('/', '__') + '.csv.gz')
         pooled_id, settings = _settings(self.spec, dataset_id)
-        if cache.exists():
+        missing_runs = [s for s in settings if not self.run_path(model, s).exists()] if self.spec.run_depth else []
+        if cache.exists() and not missing_runs:
             return pd.read_csv(cache, dtype={'qid': str})
         system = self.system(model, pooled_id)
+        self.write_runs(model, system, missing_runs)
+        if cache.exists():
+            return pd.read_csv(cache, dtype={'qid': str})
         from .pooled import evaluate_pooled
         self.log(f'evaluating {model.name} on {len(settings)} settings of {dataset_id}')
         try:
@@ -336,8 +340,10 @@ class ExperimentRunner:
             from .evaluation import evaluate_settings
             values = evaluate_settings({model.name: system}, settings, self.spec.measures, perquery=True)
         _write_atomically(cache, lambda tmp: values.to_csv(tmp, index=False, compression='gzip'))
-        self.write_runs(model, system, settings)
         return values
+
+    def run_path(self, model: ModelSpec, setting: Setting) -> Path:
+        return self.out / 'runs' / model.name / (setting.dataset_id.replace('/', '__') + '.res.gz')
 
     def system(self, model: ModelSpec, pooled_id: str):
         from .encoders import HybridEncoder
@@ -348,17 +354,13 @@ class ExperimentRunner:
         return PooledDenseRetrieval(encoder, pooled_id, path)
 
     def write_runs(self, model: ModelSpec, system, settings: list[Setting]) -> None:
-        if not self.spec.run_depth:
-            return
+        """TREC runs, ``run_depth`` deep, one per setting."""
         import pyterrier as pt
         for setting in settings:
-            target = self.out / 'runs' / model.name / (setting.dataset_id.replace('/', '__') + '.res.gz')
-            if target.exists():
-                continue
             topics = pt.get_dataset(f'irds:{setting.dataset_id}').get_topics('text')
-            retriever = system(setting) % self.spec.run_depth
-            run = retriever(topics)
-            _write_atomically(target, lambda tmp: pt.io.write_results(run, str(tmp), run_name=model.name))
+            run = (system(setting) % self.spec.run_depth)(topics)
+            _write_atomically(self.run_path(model, setting),
+                              lambda tmp: pt.io.write_results(run, str(tmp), run_name=model.name))
 
     def run(self) -> Path:
         frames = [self.perquery(model, dataset_id) for dataset_id in self.spec.datasets

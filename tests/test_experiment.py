@@ -85,6 +85,8 @@ def test_runner_end_to_end_with_cache_and_resume(tiny_model, tmp_path, lareqa_di
             ph.run_experiment(path, log=lambda *a: None)
     cached = list((spec.output / 'perquery').rglob('*.csv.gz'))
     assert len(cached) == 1, 'the first model was kept'
+    lost_run = next((spec.output / 'runs' / 'base').glob('*.res.gz'))
+    lost_run.unlink()  # as if the interruption had hit while the runs were written
 
     results = ph.run_experiment(path, log=lambda *a: None)  # resumes: trains and evaluates the second model
     summary = pd.read_csv(results / 'summary.csv', index_col=[0, 1])
@@ -97,6 +99,7 @@ def test_runner_end_to_end_with_cache_and_resume(tiny_model, tmp_path, lareqa_di
     assert (results / 'heatmap_base_lareqa_xquad-r.png').stat().st_size > 1000
     assert (results / 'rank_distance_lareqa_xquad-r.png').is_file()
     assert len(list((spec.output / 'runs' / 'hybrid').glob('*.res.gz'))) == 6
+    assert lost_run.is_file(), 'the resumed run completed the runs of the cached model'
     assert (results / 'summary.md').read_text().count('|') > 10
 
     def must_not_run(*args, **kwargs):
