@@ -43,6 +43,7 @@ import yaml
 
 from . import lareqa
 from .evaluation import KINDS, Setting, lareqa_settings, macro_average_perquery, paired_tests
+from .index import write_atomically
 from .measures import RankDistance
 from .training import STRATEGIES
 
@@ -276,16 +277,6 @@ def _settings(spec: ExperimentSpec, dataset_id: str) -> tuple[str, list[Setting]
     return dataset_id, [Setting(dataset_id, 'Mo', query_lang, dataset.docs_lang() or query_lang)]
 
 
-def _write_atomically(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.tmp-{os.getpid()}-{path.name}')  # same suffix: writers pick formats by it
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 class ExperimentRunner:
     """Runs an :class:`ExperimentSpec` step by step, skipping every step whose output exists."""
 
@@ -339,7 +330,7 @@ class ExperimentRunner:
         except ValueError:  # a measure without a fast path: pt.Experiment
             from .evaluation import evaluate_settings
             values = evaluate_settings({model.name: system}, settings, self.spec.measures, perquery=True)
-        _write_atomically(cache, lambda tmp: values.to_csv(tmp, index=False, compression='gzip'))
+        write_atomically(cache, lambda tmp: values.to_csv(tmp, index=False, compression='gzip'))
         return values
 
     def run_path(self, model: ModelSpec, setting: Setting) -> Path:
@@ -359,7 +350,7 @@ class ExperimentRunner:
         for setting in settings:
             topics = pt.get_dataset(f'irds:{setting.dataset_id}').get_topics('text')
             run = (system(setting) % self.spec.run_depth)(topics)
-            _write_atomically(self.run_path(model, setting),
+            write_atomically(self.run_path(model, setting),
                               lambda tmp: pt.io.write_results(run, str(tmp), run_name=model.name))
 
     def run(self) -> Path:
@@ -431,8 +422,8 @@ class ExperimentRunner:
 
 
 def _write_table(table: pd.DataFrame, stem: Path, index: bool = True) -> None:
-    _write_atomically(stem.with_suffix('.csv'), lambda tmp: table.to_csv(tmp, index=index))
-    _write_atomically(stem.with_suffix('.md'), lambda tmp: tmp.write_text(table.round(4).to_markdown(index=index)))
+    write_atomically(stem.with_suffix('.csv'), lambda tmp: table.to_csv(tmp, index=index))
+    write_atomically(stem.with_suffix('.md'), lambda tmp: tmp.write_text(table.round(4).to_markdown(index=index)))
 
 
 def run_experiment(path: str | os.PathLike, log=print) -> Path:

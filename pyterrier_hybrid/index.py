@@ -176,7 +176,7 @@ class DenseIndex(FlexIndex):
             for start in range(0, count, 65536):
                 index.add(np.ascontiguousarray(dvecs[start:start + 65536]))
             if method != 'flat':
-                _write_atomically(cached, lambda tmp: faiss.write_index(index, str(tmp)))
+                write_atomically(cached, lambda tmp: faiss.write_index(index, str(tmp)))
         self._cache[key] = index
         return index
 
@@ -216,9 +216,12 @@ def _read_checked_metadata(path: Path) -> dict:
     return meta
 
 
-def _write_atomically(target: Path, write) -> None:
-    """Call ``write(tmp)`` on a temporary sibling of ``target`` and rename it into place."""
-    tmp = target.with_name(f'.{target.name}.tmp-{os.getpid()}')
+def write_atomically(target: Path, write) -> None:
+    """Call ``write(tmp)`` on a temporary sibling of ``target`` and rename it into place.
+
+    The temporary name keeps ``target``'s suffix, since writers such as pandas pick formats by it."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f'.tmp-{os.getpid()}-{target.name}')
     try:
         write(tmp)
         os.replace(tmp, target)
