@@ -19,6 +19,7 @@ must be trained, encodes each corpus once per model, evaluates, compares and dra
     baseline: mE5                     # optional: paired t-tests against it
     correction: holm                  # multiple-testing correction (statsmodels name) or none
     run_depth: 100                    # documents per query in the saved TREC runs (0: none)
+    x-budget: &budget {steps: 60}     # top-level keys starting with x- are ignored: a place for YAML anchors
 
 The output folder holds ``models/`` (trained checkpoints), ``encodings/`` (one pooled encoding per model and
 data set), ``perquery/`` (per-query values per model and data set), ``runs/`` (TREC runs) and ``results/``:
@@ -167,7 +168,7 @@ def _validate(raw: Any, problems: list, base: Path) -> ExperimentSpec | None:
     if not isinstance(raw, dict):
         problems.append(((), 'an experiment file is a mapping with name, models, datasets ...'))
         return None
-    _unknown_keys(raw, TOP_KEYS, (), problems)
+    _unknown_keys({k: v for k, v in raw.items() if not str(k).startswith('x-')}, TOP_KEYS, (), problems)
     for key in ('name', 'models', 'datasets'):
         if key not in raw:
             problems.append(((), f'missing required key {key!r}'))

@@ -111,12 +111,14 @@ def test_runner_end_to_end_with_cache_and_resume(tiny_model, tmp_path, lareqa_di
     assert pd.read_csv(again / 'summary.csv', index_col=[0, 1]).equals(summary)
 
 
-@pytest.mark.parametrize('name', ['paper_table.yaml', 'acs_vs_multilingual.yaml'])
-def test_example_experiments_validate(name, monkeypatch, offline_models, lareqa_dir):
+@pytest.mark.parametrize(('name', 'evaluated_on'), [
+    ('paper_table.yaml', 'lareqa/xquad-r'), ('acs_vs_multilingual.yaml', 'lareqa/xquad-r'),
+    ('acs_vs_multilingual_reverse.yaml', 'lareqa/mlqa-r')])
+def test_example_experiments_validate(name, evaluated_on, monkeypatch, offline_models, lareqa_dir):
     from conftest import SHARED  # noqa: F401  (the lexicon paths point into ../shared)
     monkeypatch.setenv('OFFLINE_MODELS_DIR', str(offline_models['multilingual-e5-small'].parent))
     spec = load_experiment(experiment_examples() / name)
-    assert spec.baseline == 'mE5' and spec.datasets == ['lareqa/xquad-r']
+    assert spec.baseline == 'mE5' and spec.datasets == [evaluated_on]
     for model in spec.models.values():
         assert model.pretrained is None or (Path(model.pretrained) / 'config.json').is_file()
 
