@@ -83,12 +83,20 @@ class LareqaDoc(NamedTuple):
     context: str
     lang: str
 
+    def default_text(self) -> str:
+        """The candidate sentence (ir_datasets' text accessor)."""
+        return self.text
+
 
 class LareqaQuery(NamedTuple):
     """A question; ``query_id`` is ``{lang}-{parallel question id}``."""
     query_id: str
     text: str
     lang: str
+
+    def default_text(self) -> str:
+        """The question (ir_datasets' text accessor)."""
+        return self.text
 
 
 class ChecksumError(ValueError):
