@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 
 from . import lareqa
+from .code_switching import CodeSwitcher, Lexicon, SwitchStats, code_switched_items, load_lexicon, muse_lexicon
 from .evaluation import (
     Setting,
     evaluate_settings,
@@ -21,6 +22,15 @@ from .evaluation import (
 from .lareqa import ChecksumError, lareqa_query_counts, set_lareqa_dir
 from .measures import DEFAULT_MEASURES, RankDistance
 from .training_data import ParallelItem, TrainingRows, build_rows, irds_items, lareqa_items, read_items, write_items
+from .translation import (
+    LexiconTranslator,
+    Seq2SeqTranslator,
+    TranslationCache,
+    UnsupportedLanguageError,
+    english_items,
+    merge_translations,
+    translate_train,
+)
 
 __version__ = '0.1.0'
 
@@ -48,5 +58,8 @@ __all__ = [
     'ParallelItem', 'TrainingRows', 'build_rows', 'read_items', 'write_items', 'lareqa_items', 'irds_items',
     'Setting', 'lareqa_settings', 'miracl_settings', 'miracl_languages', 'evaluate_settings', 'macro_average',
     'macro_average_perquery', 'paired_tests',
+    'Lexicon', 'load_lexicon', 'muse_lexicon', 'CodeSwitcher', 'SwitchStats', 'code_switched_items',
+    'Seq2SeqTranslator', 'LexiconTranslator', 'TranslationCache', 'UnsupportedLanguageError', 'english_items',
+    'translate_train', 'merge_translations',
     *_LAZY,
 ]

@@ -1,4 +1,4 @@
-"""The ``pyterrier-hybrid`` command: train, index (sharded), merge, retrieve, evaluate and run experiments.
+"""The ``pyterrier-hybrid`` command: translate, train, index (sharded), merge, retrieve, evaluate and run experiments.
 
 User errors (a bad argument, unknown language, missing file, corrupt index) print one line and exit with 2;
 anything else is a bug and keeps its traceback (exit 1).
@@ -85,6 +85,27 @@ def _evaluate(args: argparse.Namespace) -> None:
     print(table.round(4).to_markdown(index=False))
 
 
+def _translate(args: argparse.Namespace) -> None:
+    from .translation import LexiconTranslator, Seq2SeqTranslator, translate_train
+    if bool(args.model) == bool(args.lexicon):
+        raise ValueError('give either --model (machine translation) or --lexicon (word-by-word), not both')
+    if args.model:
+        translator = Seq2SeqTranslator(args.model, batch_size=args.batch_size, max_length=args.max_length)
+    else:
+        from .code_switching import load_lexicon
+        translator = LexiconTranslator([load_lexicon(path) for path in args.lexicon])
+    output = args.output
+    if args.shard:
+        output = f'{output.removesuffix(".jsonl")}.shard-{args.shard[0]}-of-{args.shard[1]}.jsonl'
+    print(translate_train(args.source, output, translator, args.langs, source_lang=args.source_lang,
+                          cache=args.cache, shard=args.shard, limit=args.limit))
+
+
+def _merge_translations(args: argparse.Namespace) -> None:
+    from .translation import merge_translations
+    print(merge_translations(args.shards, args.output))
+
+
 def _run(args: argparse.Namespace) -> None:
     from .experiment import run_experiment
     print(run_experiment(args.experiment))
@@ -156,6 +177,33 @@ def parser() -> argparse.ArgumentParser:
     evaluate.add_argument('--correction', default='holm')
     evaluate.add_argument('--query-field', default='text')
     evaluate.set_defaults(run=_evaluate)
+
+    translate = commands.add_parser(
+        'translate', help='machine-translate English QA data into a parallel training set',
+        description='Translate the English QA pairs of SOURCE into --langs and write OUTPUT (JSONL, items aligned by '
+                    'id) with OUTPUT.manifest.json; translations are cached, so a rerun resumes.')
+    translate.add_argument('source', help='ir_datasets id (docpairs, or queries + qrels), a JSONL file of '
+                                          'training items, or hf:<dataset name or path>')
+    translate.add_argument('output', help='JSONL file to write')
+    translate.add_argument('--langs', nargs='+', required=True, help='target languages (ISO 639-1: de es zh ...)')
+    translate.add_argument('--model', help='seq2seq MT model: NLLB, M2M100 or Marian (opus-mt-{src}-{tgt} allowed)')
+    translate.add_argument('--lexicon', nargs='+', help='MUSE lexicons: word-by-word substitution, an offline '
+                                                        'stand-in for machine translation')
+    translate.add_argument('--source-lang', default='en')
+    translate.add_argument('--batch-size', type=int, default=32)
+    translate.add_argument('--max-length', type=int, default=256, help='tokens kept per text (longer: truncated)')
+    translate.add_argument('--cache', help='SQLite translation cache (default OUTPUT.cache.sqlite)')
+    translate.add_argument('--shard', type=_shard, help='translate only items I, I+N, ... into '
+                                                        'OUTPUT.shard-I-of-N.jsonl; join with merge-translations')
+    translate.add_argument('--limit', type=int, help='the first N source items only')
+    translate.set_defaults(run=_translate)
+
+    merge_translations = commands.add_parser(
+        'merge-translations', help='join translate --shard outputs 0..N-1 into one training set',
+        description='Join the outputs of translate --shard 0/N .. N-1/N into what one run would have written.')
+    merge_translations.add_argument('shards', nargs='+')
+    merge_translations.add_argument('--output', required=True)
+    merge_translations.set_defaults(run=_merge_translations)
 
     run = commands.add_parser('run', help='run an experiment file (train, encode, evaluate, compare, plot)',
                               description='Validate and run EXPERIMENT; a second run reuses everything on disk.')
