@@ -48,7 +48,10 @@ class UnsupportedLanguageError(ValueError):
 
 
 class Translator(Protocol):
-    """Translates texts from ``src`` to ``tgt`` (ISO 639-1 codes); ``name`` keys the cache."""
+    """Translates texts from ``src`` to ``tgt`` (ISO 639-1 codes); ``name`` keys the cache.
+
+    Called with no texts, it only checks the pair, raising :class:`UnsupportedLanguageError` when it cannot.
+    """
     name: str
 
     def __call__(self, texts: Sequence[str], src: str, tgt: str) -> list[str]: ...
@@ -64,6 +67,9 @@ class Seq2SeqTranslator:
         max_length: input tokens kept per text (longer texts are truncated) and the cap on output tokens.
         sort_by_length: batch texts of similar length together (less padding); off only to measure the gain.
         num_beams: beam size (1: greedy).
+
+    ``generate_calls``, ``decoder_steps`` (summed over calls) and ``input_tokens`` (padding included) count the
+    work done; ``truncated`` counts texts cut to ``max_length``.
     """
 
     def __init__(self, model: str | os.PathLike, *, batch_size: int = 32, max_length: int = 256,
@@ -73,8 +79,8 @@ class Seq2SeqTranslator:
         self.batch_size, self.max_length, self.num_beams = batch_size, max_length, num_beams
         self.sort_by_length = sort_by_length
         self.device = device or ('cuda' if torch.cuda.is_available() else 'cpu')
-        self.generate_calls = 0
-        self.truncated = 0
+        self.generate_calls = self.truncated = 0
+        self.decoder_steps = self.input_tokens = 0  # work done, padding included: what length sorting saves
         self._models: dict[str, tuple] = {}
 
     def _load(self, src: str, tgt: str):
@@ -98,14 +104,17 @@ class Seq2SeqTranslator:
         vocab = tokenizer.get_vocab()
         family = model.config.model_type
         if family == 'marian':
+            multi = sorted(t[2:-2] for t in vocab if t.startswith('>>') and t.endswith('<<'))
+            if multi:  # a multi-target model (opus-mt-en-mul, ...): a >>tgt<< token picks the language
+                if f'>>{tgt}<<' not in vocab:
+                    raise UnsupportedLanguageError(f'{name} cannot translate into {tgt!r}; it knows '
+                                                   f'{", ".join(multi)}')
+                return None, f'>>{tgt}<<'
             match = _MARIAN_PAIR.search(name.rstrip('/'))
             if match and (match['src'], match['tgt']) != (src, tgt):
                 raise UnsupportedLanguageError(f'{name} translates {match["src"]}->{match["tgt"]}, not {src}->{tgt}; '
                                                'use a per-pair name such as Helsinki-NLP/opus-mt-{src}-{tgt}')
-            multi = sorted(t[2:-2] for t in vocab if t.startswith('>>') and t.endswith('<<'))
-            if multi and f'>>{tgt}<<' not in vocab:
-                raise UnsupportedLanguageError(f'{name} cannot translate into {tgt!r}; it knows {", ".join(multi)}')
-            return None, f'>>{tgt}<<' if multi else None
+            return None, None
         if family == 'm2m_100':
             nllb = 'eng_Latn' in vocab
             codes = [NLLB_CODES.get(lang, lang) if nllb else f'__{lang}__' for lang in (src, tgt)]
@@ -124,12 +133,14 @@ class Seq2SeqTranslator:
         _, tokenizer, model = self._load(src, tgt)
         if src_code and hasattr(tokenizer, 'src_lang'):
             tokenizer.src_lang = src_code
+        out = [''] * len(texts)
+        todo = [i for i, t in enumerate(texts) if t.strip()]  # blank texts stay blank, without a model call
+        if not todo:
+            return out
         if tgt_code and tgt_code.startswith('>>'):  # multi-target Marian: the target is a prefix token
-            texts = [f'{tgt_code} {t}' if t else t for t in texts]
+            texts = [f'{tgt_code} {t}' for t in texts]
         forced = {'forced_bos_token_id': tokenizer.convert_tokens_to_ids(tgt_code)} if (
             tgt_code and not tgt_code.startswith('>>')) else {}
-        out = [''] * len(texts)
-        todo = [i for i, t in enumerate(texts) if t.strip()]
         lengths = {i: len(ids) for i, ids in zip(todo, tokenizer([texts[i] for i in todo])['input_ids'])}
         self.truncated += sum(n > self.max_length for n in lengths.values())
         if self.sort_by_length:
@@ -143,6 +154,8 @@ class Seq2SeqTranslator:
                 generated = model.generate(**inputs, **forced, num_beams=self.num_beams, do_sample=False,
                                            max_new_tokens=max(budgets), forced_eos_token_id=None)
                 self.generate_calls += 1
+                self.decoder_steps += generated.shape[1] - 1
+                self.input_tokens += inputs['input_ids'].numel()
                 # each text's own budget (and no EOS forced at the cap), so its translation does not depend on
                 # the batch it landed in
                 sequences = [seq[:1 + budget] for seq, budget in zip(generated.tolist(), budgets)]
@@ -363,8 +376,8 @@ def translate_train(source: str | os.PathLike, output: str | os.PathLike, transl
     if unknown:
         raise ValueError(f'language codes look like de or zh, not {unknown}')
     for lang in dict.fromkeys(langs):
-        if lang != source_lang and isinstance(translator, Seq2SeqTranslator):
-            translator.language_codes(source_lang, lang)  # fail before any work on an unsupported language
+        if lang != source_lang:
+            translator([], source_lang, lang)  # fail before any work on an unsupported language
     started = time.perf_counter()
     items = english_items(source, lang=source_lang, limit=limit, fields=fields)
     if shard is not None:

@@ -49,7 +49,7 @@ def source(tmp_path, english):
 
 
 def translator(marian, **kwargs) -> Seq2SeqTranslator:
-    return Seq2SeqTranslator(marian, batch_size=4, max_length=128, **kwargs)
+    return Seq2SeqTranslator(marian, **{'batch_size': 4, 'max_length': 128, **kwargs})
 
 
 def test_translations_stay_aligned_with_documented_edge_cases(marian, source, english, tmp_path):
@@ -120,10 +120,30 @@ def test_shards_merge_to_the_one_run_output(marian, source, tmp_path):
         merge_translations(shards[:1], tmp_path / 'bad.jsonl')
 
 
+def test_length_sorted_batches_do_less_work_for_the_same_output(marian, english):
+    texts = [t for item in english for t in (item.query, item.positive)]
+    arrival, by_length = translator(marian, sort_by_length=False), translator(marian)
+    assert arrival(texts, 'en', 'de') == by_length(texts, 'en', 'de') == [translator(marian, batch_size=1)(
+        [t], 'en', 'de')[0] for t in texts]
+    assert by_length.decoder_steps < arrival.decoder_steps and by_length.input_tokens < arrival.input_tokens
+
+
 def test_unsupported_language_fails_before_any_work(marian, source, tmp_path):
     with pytest.raises(UnsupportedLanguageError, match=r'translates en->de, not en->fr'):
         translate_train(source, tmp_path / 'x.jsonl', translator(marian), ['de', 'fr'], progress=False)
     assert not (tmp_path / 'x.jsonl').exists()
+
+
+def test_multi_target_marian_picks_the_language_by_prefix_token(english, tmp_path):
+    texts = [t for item in english for t in (item.query, item.positive)]
+    model = build_tiny_marian(tmp_path / 'opus-mt-en-mul', texts, target_tokens=['>>de<<', '>>es<<'])
+    mt = translator(model)
+    assert mt.language_codes('en', 'es') == (None, '>>es<<')
+    with pytest.raises(UnsupportedLanguageError, match=r"cannot translate into 'ru'; it knows de, es"):
+        mt.language_codes('en', 'ru')
+    german, blank = mt([texts[0], ' '], 'en', 'de')
+    assert german and blank == '' and mt.input_tokens == len(mt._load('en', 'de')[1](f'>>de<< {texts[0]}')[
+        'input_ids'])  # the prefix token went in, the blank text did not
 
 
 @pytest.mark.parametrize('family', ['nllb', 'm2m100'])
@@ -158,7 +178,8 @@ def test_lexicon_translator_on_the_real_lexicons(source, tmp_path):
     assert (comma, number, bang) == (',', '42', '!')
     assert words(['The house, 42 points!'], 'en', 'de') == [de]  # seeded
     with pytest.raises(UnsupportedLanguageError, match=r'no en-ru lexicon; lexicons: en-de, en-es'):
-        words(['x'], 'en', 'ru')
+        translate_train(source, tmp_path / 'ru.jsonl', words, ['de', 'ru'], progress=False)
+    assert not (tmp_path / 'ru.jsonl.cache.sqlite').exists()  # refused before any work
     out = translate_train(source, tmp_path / 'words.jsonl', words, ['de', 'es'], progress=False)
     manifest = json.loads(manifest_path(out).read_text())
     assert manifest['kind'].startswith('lexicon word-by-word') and manifest['counts'] == {'en': 9, 'de': 9, 'es': 9}

@@ -6,8 +6,10 @@ from collections.abc import Iterable
 from pathlib import Path
 
 
-def build_tiny_marian(path: Path, texts: Iterable[str], *, d_model: int = 32, layers: int = 1) -> Path:
-    """Save a Marian model and its tokenizer under ``path`` (name it ``opus-mt-en-de`` to give it a pair)."""
+def build_tiny_marian(path: Path, texts: Iterable[str], *, d_model: int = 32, layers: int = 1,
+                      target_tokens: Iterable[str] = ()) -> Path:
+    """Save a Marian model and its tokenizer under ``path`` (name it ``opus-mt-en-de`` to give it a pair;
+    ``target_tokens`` such as ``>>de<<`` make it a multi-target model)."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import MarianConfig, MarianMTModel, PreTrainedTokenizerFast
@@ -15,7 +17,7 @@ def build_tiny_marian(path: Path, texts: Iterable[str], *, d_model: int = 32, la
     tokenizer = Tokenizer(models.BPE(unk_token='<unk>'))
     tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
     tokenizer.decoder = decoders.Metaspace()
-    special = ['<pad>', '</s>', '<unk>']
+    special = ['<pad>', '</s>', '<unk>', *target_tokens]
     tokenizer.train_from_iterator(list(texts), trainers.BpeTrainer(vocab_size=400, special_tokens=special))
     tokenizer.post_processor = processors.TemplateProcessing(
         single='$A </s>', special_tokens=[('</s>', tokenizer.token_to_id('</s>'))])
