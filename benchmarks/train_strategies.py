@@ -87,6 +87,8 @@ def main() -> None:
     parser.add_argument('--learning-rate', type=float, default=3e-5)
     parser.add_argument('--freeze-embeddings', action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument('--throughput-steps', type=int, default=10)
+    parser.add_argument('--fresh', action='store_true', help='re-evaluate every model, ignoring the per-query '
+                        'values an earlier run saved in --out (by default only models missing there run)')
     parser.add_argument('--work', default=str(HERE.parent / 'runs' / 'train_strategies'))
     parser.add_argument('--out', default=str(HERE / 'results'))
     args = parser.parse_args()
@@ -96,12 +98,21 @@ def main() -> None:
     budget = {'steps': args.steps, 'batch_size': args.batch_size, 'max_length': args.max_length,
               'learning_rate': args.learning_rate, 'freeze_embeddings': args.freeze_embeddings,
               'seeds': args.seeds, 'train': 'lareqa/mlqa-r', 'eval': 'lareqa/xquad-r'}
-    timings = {}
+    saved = out / 'train_strategies.perquery.csv.gz'
+    previous = pd.read_csv(saved, dtype={'qid': str}) if saved.exists() and not args.fresh else None
+    done = set() if previous is None else set(previous['name'])  # models evaluated by an earlier run
+    earlier = json.loads((out / 'train_strategies.json').read_text()) if previous is not None else {}
+    same_budget = {k: v for k, v in budget.items() if k != 'seeds'}
+    if earlier and {k: v for k, v in earlier['budget'].items() if k != 'seeds'} != same_budget:
+        raise SystemExit(f'{saved} was made with another budget ({earlier["budget"]}); pass --fresh')
+    timings = earlier.get('timings', {})
     checkpoints = {'untrained': model}
     for seed in args.seeds:
         for strategy in args.strategies:
             name = f'{strategy}-s{seed}'
             target = work / name
+            if name in done:
+                continue
             if not target.exists():
                 start = time.perf_counter()
                 ph.train(model, 'lareqa/mlqa-r', target, strategy=strategy, steps=args.steps, seed=seed,
@@ -113,14 +124,19 @@ def main() -> None:
     measures = [AP, nDCG @ 10, ph.RankDistance]
     systems = {}
     for name, path in checkpoints.items():
+        if name in done:
+            continue
         start = time.perf_counter()
         encoder = ph.HybridEncoder.from_pretrained(path, batch_size=32)
         systems[name] = ph.PooledDenseRetrieval(encoder, 'lareqa/xquad-r', work / 'encodings' / name)
         timings[f'encode {name} s'] = round(time.perf_counter() - start, 1)
     start = time.perf_counter()
-    perquery = ph.evaluate_pooled(systems, ph.lareqa_settings('xquad-r'), measures)
+    perquery = ph.evaluate_pooled(systems, ph.lareqa_settings('xquad-r'), measures) if systems else None
     timings['evaluate s'] = round(time.perf_counter() - start, 1)
-    perquery.to_csv(out / 'train_strategies.perquery.csv.gz', index=False)
+    perquery = pd.concat([previous, perquery], ignore_index=True)
+    wanted = {'untrained'} | {f'{strategy}-s{seed}' for strategy in args.strategies for seed in args.seeds}
+    perquery = perquery[perquery['name'].isin(wanted)]
+    perquery.to_csv(saved, index=False)
 
     perquery['strategy'] = perquery['name'].str.replace(r'-s\d+$', '', regex=True)
     perquery['languages'] = [seen_in_training(q, d) for q, d in zip(perquery['query_lang'], perquery['doc_lang'])]
@@ -150,7 +166,7 @@ def main() -> None:
                 tests.append(found[found['kind'] == 'Mul'] if measure == 'RankDistance' else found)
     tests = pd.concat(tests, ignore_index=True)
     tests.to_csv(out / 'train_strategies.tests.csv', index=False)
-    throughput_result = throughput(model, args) if args.throughput_steps else {}
+    throughput_result = throughput(model, args) if args.throughput_steps else earlier.get('throughput', {})
     report = (f'Budget: {json.dumps(budget)}\n\n' + '\n'.join(sections) + '\n### paired t-tests (Holm)\n\n'
               + tests.round(4).to_markdown(index=False) + f'\n\nTraining throughput (pairs/s): {throughput_result}\n')
     (out / 'train_strategies.md').write_text(report)
