@@ -311,6 +311,9 @@ class ExperimentRunner:
         side = switching.get('side', 'both')
         switched = code_switched_items(english, queries=switcher if side in ('both', 'query') else None,
                                        passages=switcher if side in ('both', 'passage') else None, lang='cs')
+        ratios = ', '.join(f'{lang} {switcher.stats.ratio(lang):.1%}' for lang in switcher.target_langs)
+        self.log(f'code-switched {len(switched)} items: lexicon coverage {switcher.stats.coverage():.1%} of words, '
+                 f'switched {switcher.stats.ratio():.1%} of known words ({ratios})')
         return {'acs': english + switched}
 
     def perquery(self, model: ModelSpec, dataset_id: str) -> pd.DataFrame:

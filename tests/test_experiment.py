@@ -1,6 +1,7 @@
 """Experiment files: the validator on broken files, the runner end to end on a tiny model and real data."""
 from __future__ import annotations
 
+import re
 import textwrap
 from pathlib import Path
 
@@ -142,9 +143,14 @@ def test_code_switched_training_data_from_an_experiment_file(tmp_path, lareqa_di
         datasets: [lareqa/mlqa-r]
     ''')
     spec = load_experiment(path)
-    runner = experiment.ExperimentRunner(spec, log=lambda *a: None)
+    logged = []
+    runner = experiment.ExperimentRunner(spec, log=logged.append)
     train = dict(spec.models['acs'].train)
     data = runner._training_data(train['data'], train['code_switching'])
+    report = re.fullmatch(r'code-switched 1148 items: lexicon coverage (\S+)% of words, switched (\S+)% of known '
+                          r'words \(de (\S+)%, hi (\S+)%\)', logged[-1])
+    coverage, switched, de, hi = map(float, report.groups())  # ML-CS: p = 0.5 shared by the two lexicons
+    assert coverage > 50 and 45 < switched < 55 and abs(de + hi - switched) < 0.2 and min(de, hi) > 10
     items = data['acs']
     english = [i for i in items if i.lang == 'en']
     switched = [i for i in items if i.lang == 'cs']
