@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pyterrier as pt
 import pytest
+import torch
 from conftest import TINY_TEXTS, build_tiny_model
 
 from pyterrier_hybrid import EncoderConfig, HybridEncoder
@@ -76,6 +77,9 @@ def test_int8_path_stays_close_to_fp32(tiny_model, tiny_encoder):
     quantized = HybridEncoder.from_pretrained(tiny_model, quantize=True)
     assert quantized.quantized and 'quantize=True' in repr(quantized)
     assert cosines(quantized.encode_docs(TINY_TEXTS), tiny_encoder.encode_docs(TINY_TEXTS)).min() > 0.95
+    int8 = sorted(name for name, module in quantized.model.named_modules()
+                  if isinstance(module, torch.ao.nn.quantized.dynamic.Linear))
+    assert len(int8) == 8 and all('.attention.' in name for name in int8)  # 2 layers x (q, k, v, out); FFN fp32
 
 
 def test_corrupt_checkpoint_is_named(tmp_path, tiny_model):
