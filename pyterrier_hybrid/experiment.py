@@ -29,6 +29,7 @@ model's definition, so a second run does no work and an interrupted one continue
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -71,9 +72,22 @@ class ModelSpec:
 
     @property
     def key(self) -> str:
-        """The model's cache key: its name and a digest of its definition."""
-        digest = hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
+        """The model's cache key: its name and a digest of its definition.
+
+        Lexicons count by their contents, not their paths, so the key does not depend on the directory the
+        experiment is run from, and an edited lexicon is a new model."""
+        definition = asdict(self)
+        switching = (self.train or {}).get('code_switching')
+        if switching:
+            definition['train']['code_switching'] = {**switching,
+                                                     'lexicons': [_file_digest(p) for p in switching['lexicons']]}
+        digest = hashlib.sha256(json.dumps(definition, sort_keys=True).encode()).hexdigest()[:10]
         return f'{self.name}-{digest}'
+
+
+@functools.cache
+def _file_digest(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 @dataclass

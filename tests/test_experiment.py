@@ -124,6 +124,25 @@ def test_example_experiments_validate(name, evaluated_on, monkeypatch, offline_m
         assert model.pretrained is None or (Path(model.pretrained) / 'config.json').is_file()
 
 
+def test_model_keys_do_not_depend_on_the_working_directory(tmp_path, monkeypatch):
+    (tmp_path / 'lexicons').mkdir()
+    (tmp_path / 'lexicons' / 'en-de.txt').write_text('house\thaus\n')
+    write(tmp_path, '''
+        name: keys
+        models:
+          base: {pretrained: some/model}
+          acs: {train: {base: base, data: lareqa/mlqa-r, code_switching: {lexicons: [lexicons/en-de.txt]}}}
+        datasets: [lareqa/xquad-r]
+    ''')
+    absolute = load_experiment(tmp_path / 'exp.yaml').models['acs'].key
+    monkeypatch.chdir(tmp_path.parent)
+    relative = load_experiment(Path(tmp_path.name) / 'exp.yaml').models['acs'].key
+    assert absolute == relative
+    (tmp_path / 'lexicons' / 'en-de.txt').write_text('house\thaus\nbig\tgroß\n')
+    experiment._file_digest.cache_clear()
+    assert load_experiment(tmp_path / 'exp.yaml').models['acs'].key != absolute  # a new lexicon, a new model
+
+
 def experiment_examples() -> Path:
     return Path(__file__).resolve().parents[1] / 'examples'
 
