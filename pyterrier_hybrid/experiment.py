@@ -44,8 +44,8 @@ import pandas as pd
 import yaml
 
 from . import lareqa
+from .atomic import write_atomically
 from .evaluation import KINDS, Setting, lareqa_settings, macro_average_perquery, paired_tests
-from .index import write_atomically
 from .measures import RankDistance
 from .training import STRATEGIES
 

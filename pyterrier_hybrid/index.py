@@ -29,6 +29,8 @@ from npids import Lookup
 from pyterrier_dr import FlexIndex
 from pyterrier_dr.flex.core import FlexIndexer
 
+from .atomic import write_atomically
+
 METHODS = ('flat', 'hnsw', 'ivfpq')
 
 
@@ -214,20 +216,6 @@ def _read_checked_metadata(path: Path) -> dict:
         raise CorruptIndexError(f'{path / "docnos.npids"} holds {count} docnos but {meta_path.name} says '
                                 f'{meta["doc_count"]}; rebuild the index')
     return meta
-
-
-def write_atomically(target: Path, write) -> None:
-    """Call ``write(tmp)`` on a temporary sibling of ``target`` and rename it into place.
-
-    The temporary name keeps ``target``'s suffix, since writers such as pandas pick formats by it."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f'.tmp-{os.getpid()}-{target.name}')
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
 
 
 def _unique_docnos(inp: Iterable[dict]) -> Iterator[dict]:

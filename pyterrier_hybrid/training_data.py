@@ -22,6 +22,7 @@ import ir_datasets
 import numpy as np
 
 from . import lareqa
+from .atomic import write_atomically
 
 
 class ParallelItem(NamedTuple):
@@ -52,14 +53,12 @@ def read_items(path: str | os.PathLike) -> list[ParallelItem]:
 
 def write_items(items: Iterable[ParallelItem], path: str | os.PathLike) -> None:
     """Write items as JSONL, atomically."""
-    path = Path(path)
-    tmp = path.with_name(f'.{path.name}.tmp-{os.getpid()}')
-    with open(tmp, 'w', encoding='utf-8') as f:
-        for item in items:
-            record = item._asdict()
-            record['negatives'] = list(item.negatives)
-            f.write(json.dumps(record, ensure_ascii=False) + '\n')
-    os.replace(tmp, path)
+    def write(tmp: Path) -> None:
+        with open(tmp, 'w', encoding='utf-8') as f:
+            for item in items:
+                f.write(json.dumps({**item._asdict(), 'negatives': list(item.negatives)}, ensure_ascii=False) + '\n')
+
+    write_atomically(path, write)
 
 
 def lareqa_items(collection: str, langs: Iterable[str] | None = None) -> list[ParallelItem]:

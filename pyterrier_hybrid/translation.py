@@ -27,6 +27,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Protocol
 
+from .atomic import write_atomically
 from .code_switching import CodeSwitcher, Lexicon
 from .training_data import ParallelItem, irds_items, read_items, write_items
 
@@ -398,20 +399,19 @@ def translate_train(source: str | os.PathLike, output: str | os.PathLike, transl
         'texts_cached': stats['cached'], 'truncated': getattr(translator, 'truncated', 0),
         'seconds': round(time.perf_counter() - started, 2), 'created': time.strftime('%Y-%m-%dT%H:%M:%S%z'),
     }
-    _write_json(manifest, manifest_path(output))
+    _write_manifest(manifest, output)
     return output
+
+
+def _write_manifest(manifest: dict, output: Path) -> None:
+    write_atomically(manifest_path(output), lambda tmp: tmp.write_text(json.dumps(manifest, indent=1,
+                                                                                   ensure_ascii=False)))
 
 
 def _kind(translator: Translator) -> str:
     if isinstance(translator, LexiconTranslator):
         return 'lexicon word-by-word substitution (offline stand-in, not machine translation)'
     return 'machine translation'
-
-
-def _write_json(record: dict, path: Path) -> None:
-    tmp = path.with_name(f'.{path.name}.tmp-{os.getpid()}')
-    tmp.write_text(json.dumps(record, indent=1, ensure_ascii=False))
-    os.replace(tmp, path)
 
 
 def merge_translations(shards: Sequence[str | os.PathLike], output: str | os.PathLike) -> Path:
@@ -448,5 +448,5 @@ def merge_translations(shards: Sequence[str | os.PathLike], output: str | os.Pat
                 'counts': dict(sum((Counter(m['counts']) for m in manifests), Counter())),
                 **{key: sum(m[key] for m in manifests) for key in ('texts_translated', 'texts_cached', 'truncated',
                                                                    'seconds')}}
-    _write_json(manifest, manifest_path(output))
+    _write_manifest(manifest, output)
     return output
