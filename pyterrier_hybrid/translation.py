@@ -83,6 +83,7 @@ class Seq2SeqTranslator:
         self.generate_calls = self.truncated = 0
         self.decoder_steps = self.input_tokens = 0  # work done, padding included: what length sorting saves
         self._models: dict[str, tuple] = {}
+        self._codes: dict[tuple[str, str], tuple[str | None, str | None]] = {}
 
     def _load(self, src: str, tgt: str):
         name = self.name.format(src=src, tgt=tgt)
@@ -101,6 +102,11 @@ class Seq2SeqTranslator:
         Raises:
             UnsupportedLanguageError: naming the model and the language.
         """
+        if (src, tgt) not in self._codes:  # looked up once per pair: a vocabulary (NLLB: 256k tokens) per call adds up
+            self._codes[src, tgt] = self._language_codes(src, tgt)
+        return self._codes[src, tgt]
+
+    def _language_codes(self, src: str, tgt: str) -> tuple[str | None, str | None]:
         name, tokenizer, model = self._load(src, tgt)
         vocab = tokenizer.get_vocab()
         family = model.config.model_type
