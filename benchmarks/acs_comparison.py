@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+from lareqa_table import setting_languages
 
 import pyterrier_hybrid as ph
 from pyterrier_hybrid.experiment import ExperimentRunner
@@ -36,8 +37,7 @@ MEASURES = ['AP', 'nDCG@10']
 
 def coverage(query_lang: str, doc_lang: str) -> str:
     """'covered' when the lexicons know every language of a setting (Mul: the query's)."""
-    langs = {query_lang} | ({doc_lang} if doc_lang != 'all' else set())
-    return 'covered' if langs <= COVERED else 'uncovered (th, vi, zh)'
+    return 'covered' if setting_languages(query_lang, doc_lang) <= COVERED else 'uncovered (th, vi, zh)'
 
 
 def perquery_of(spec) -> pd.DataFrame:
@@ -49,17 +49,12 @@ def perquery_of(spec) -> pd.DataFrame:
 
 
 def switch_report(spec) -> str:
-    """The realised switch ratio per language and the lexicons' coverage on the ACS model's training data."""
+    """The realised switch ratio per language and the lexicons' coverage on the ACS model's training data, as the
+    experiment runner builds and reports it."""
     recipe = spec.models['mE5+ACS'].train
-    switching = recipe['code_switching']
-    switcher = ph.CodeSwitcher([ph.load_lexicon(path) for path in switching['lexicons']], p=switching.get('p', 0.5),
-                               seed=switching.get('seed', 0))
-    collection = recipe['data'].removeprefix('lareqa/')
-    switched = ph.code_switched_items(ph.lareqa_items(collection, ['en']), switcher, switcher, lang='cs')
-    ratios = ', '.join(f'{lang} {switcher.stats.ratio(lang):.1%}' for lang in switcher.target_langs)
-    return (f'ACS training data ({len(switched)} English {collection} items, p {switcher.p}): the lexicons know '
-            f'{switcher.stats.coverage():.1%} of the words; {switcher.stats.ratio():.1%} of those were switched '
-            f'({ratios}).')
+    logged = []
+    ExperimentRunner(spec, log=logged.append).training_data(recipe['data'], recipe['code_switching'])
+    return f'{recipe["data"]}, English side, p {recipe["code_switching"].get("p", 0.5)}: {logged[-1]}'
 
 
 def summary(perquery: pd.DataFrame) -> pd.DataFrame:

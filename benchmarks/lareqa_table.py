@@ -27,6 +27,11 @@ def offline_model(name: str) -> str:
     return dict(line.split('=', 1) for line in lines)[name]
 
 
+def setting_languages(query_lang: str, doc_lang: str) -> set[str]:
+    """The languages a setting involves: its query and corpus languages (Mul's pooled corpus counts as none)."""
+    return {query_lang} | ({doc_lang} if doc_lang != 'all' else set())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--model', help='checkpoint path (default: the offline multilingual-e5-small)')

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 from ir_measures import AP, nDCG
-from lareqa_table import HERE, offline_model
+from lareqa_table import HERE, offline_model, setting_languages
 from transformers import TrainerCallback
 
 import pyterrier_hybrid as ph
@@ -72,8 +72,7 @@ def throughput(model: str, args) -> dict:
 
 def seen_in_training(query_lang: str, doc_lang: str) -> str:
     """'seen' when every language of a setting was in the training data (Mul: the query language)."""
-    langs = {query_lang} | ({doc_lang} if doc_lang != 'all' else set())
-    return 'seen' if langs <= TRAIN_LANGS else 'unseen'
+    return 'seen' if setting_languages(query_lang, doc_lang) <= TRAIN_LANGS else 'unseen'
 
 
 def main() -> None:

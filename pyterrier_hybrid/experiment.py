@@ -309,12 +309,14 @@ class ExperimentRunner:
             recipe = dict(model.train)
             base = recipe.pop('base')
             base = self.checkpoint(self.spec.models[base]) if base in self.spec.models else base
-            data = self._training_data(recipe.pop('data'), recipe.pop('code_switching', None))
+            data = self.training_data(recipe.pop('data'), recipe.pop('code_switching', None))
             self.log(f'training {model.name} -> {target}')
             train(base, data, target, **recipe)
         return str(target)
 
-    def _training_data(self, data: str, switching: dict | None):
+    def training_data(self, data: str, switching: dict | None):
+        """A model's training data: ``data`` as is, or its English side plus ACS copies (logging the realised
+        switch ratio per language and the lexicons' coverage)."""
         if switching is None:
             return data
         from .code_switching import CodeSwitcher, code_switched_items, load_lexicon

@@ -165,7 +165,7 @@ def test_code_switched_training_data_from_an_experiment_file(tmp_path, lareqa_di
     logged = []
     runner = experiment.ExperimentRunner(spec, log=logged.append)
     train = dict(spec.models['acs'].train)
-    data = runner._training_data(train['data'], train['code_switching'])
+    data = runner.training_data(train['data'], train['code_switching'])
     report = re.fullmatch(r'code-switched 1148 items: lexicon coverage (\S+)% of words, switched (\S+)% of known '
                           r'words \(de (\S+)%, hi (\S+)%\)', logged[-1])
     coverage, switched, de, hi = map(float, report.groups())  # ML-CS: p = 0.5 shared by the two lexicons
