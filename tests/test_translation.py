@@ -201,6 +201,34 @@ def test_english_items_from_ir_datasets_json_and_hugging_face(lareqa_dir, tmp_pa
         english_items(f'hf:{tmp_path / "bad"}')
 
 
+def test_english_items_from_ir_datasets_docpairs(lareqa_dir, marian, tmp_path):
+    import ir_datasets
+    from ir_datasets.formats import BaseDocPairs, GenericDocPair
+
+    mono = ir_datasets.load('lareqa/xquad-r/en/en')  # real questions and sentences, as a docpairs training set
+    answers = {}
+    for qrel in mono.qrels_iter():
+        answers.setdefault(qrel.query_id, qrel.doc_id)
+    other_sentence = {a: f'{a.rsplit("-", 1)[0]}-{int(a.rsplit("-", 1)[1]) ^ 1}' for a in answers.values()}
+
+    class Pairs(BaseDocPairs):
+        def docpairs_iter(self):
+            for qid, answer in list(answers.items())[:5]:
+                yield GenericDocPair(qid, answer, other_sentence[answer])
+
+    ir_datasets.registry.register('test-docpairs/en', ir_datasets.Dataset(mono, Pairs()))
+    items = english_items('test-docpairs/en', limit=3)
+    store = mono.docs_store()
+    queries = {q.query_id: q.text for q in mono.queries_iter()}
+    assert [(i.id, i.query, i.positive, i.negatives) for i in items] == [
+        (qid, queries[qid], store.get(a).text, (store.get(other_sentence[a]).text,))
+        for qid, a in list(answers.items())[:3]]
+    out = translate_train('test-docpairs/en', tmp_path / 'pairs.jsonl', translator(marian), ['de'], limit=3,
+                          progress=False)
+    assert [(i.id, i.lang, len(i.negatives)) for i in read_items(out)] == [
+        (i.id, lang, 1) for i in items for lang in ('en', 'de')]
+
+
 def test_translate_commands(marian, source, tmp_path, capsys):
     for shard in ('0/2', '1/2'):
         assert main(['translate', str(source), str(tmp_path / 'cli.jsonl'), '--langs', 'de', '--model', str(marian),
