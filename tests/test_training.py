@@ -51,11 +51,21 @@ def test_same_seed_same_model(tiny_model, tmp_path, lareqa_dir):
     ({'strategy': 'code-switch'}, 'unknown strategy'),
     ({'languages': ['fr']}, "no items in languages fr"),
     ({'languages': ['de'], 'strategy': 'xy'}, 'cross-lingual batches .* use alpha=1'),
+    ({'temperature': 0}, 'temperature must be positive'),
 ])
 def test_bad_input_is_refused_before_training(tiny_model, tmp_path, lareqa_dir, kwargs, message):
     with pytest.raises(ValueError, match=message):
         ph.train(tiny_model, 'lareqa/mlqa-r', tmp_path / 'out', steps=2, batch_size=4, **kwargs)
     assert not (tmp_path / 'out').exists()
+
+
+@pytest.mark.parametrize('temperature,mini_batch_size', [(0.01, None), (0.05, 2)])
+def test_temperature_sets_the_infonce_scale(tiny_model, tmp_path, lareqa_dir, temperature, mini_batch_size):
+    run = ph.build_trainer(tiny_model, 'lareqa/mlqa-r', tmp_path / 'out', steps=2, batch_size=4,
+                           temperature=temperature, mini_batch_size=mini_batch_size)
+    assert run.trainer.loss.scale == pytest.approx(1 / temperature)
+    assert type(run.trainer.loss).__name__.startswith('Cached') == bool(mini_batch_size)
+    assert run.recipe['temperature'] == temperature
 
 
 def test_empty_or_malformed_data(tiny_model, tmp_path):
