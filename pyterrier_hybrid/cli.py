@@ -28,7 +28,8 @@ def _train(args: argparse.Namespace) -> None:
     out = train(args.model, args.data, args.output, strategy=args.strategy, alpha=args.alpha, steps=args.steps,
                 batch_size=args.batch_size, learning_rate=args.learning_rate, temperature=args.temperature,
                 languages=args.languages, max_length=args.max_length, mini_batch_size=args.mini_batch_size,
-                freeze_embeddings=args.freeze_embeddings, seed=args.seed, save_steps=args.save_steps)
+                negative_language=args.negative_language, freeze_embeddings=args.freeze_embeddings, seed=args.seed,
+                save_steps=args.save_steps)
     print(out)
 
 
@@ -127,7 +128,10 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument('--steps', type=int, default=1000)
     train.add_argument('--batch-size', type=int, default=32, help='per device')
     train.add_argument('--learning-rate', type=float, default=2e-5)
-    train.add_argument('--temperature', type=float, default=0.05)
+    train.add_argument('--temperature', type=float, default=0.05,
+                       help="InfoNCE temperature; use the model's pre-training one (E5: 0.01)")
+    train.add_argument('--negative-language', choices=['passage', 'query'], default='passage',
+                       help="hard negatives of cross-lingual pairs: the passage's or the query's language")
     train.add_argument('--languages', nargs='+', help='train on these languages only')
     train.add_argument('--max-length', type=int, help='truncate texts to this many tokens')
     train.add_argument('--mini-batch-size', type=int, help='GradCache mini-batches: large batches, small memory')

@@ -50,7 +50,7 @@ from .measures import RankDistance
 from .training import STRATEGIES
 
 TRAIN_KEYS = {'base', 'data', 'strategy', 'alpha', 'steps', 'batch_size', 'learning_rate', 'temperature',
-              'max_length', 'freeze_embeddings', 'seed', 'languages', 'code_switching'}
+              'max_length', 'freeze_embeddings', 'negative_language', 'seed', 'languages', 'code_switching'}
 CODE_SWITCHING_KEYS = {'lexicons', 'p', 'seed', 'side'}
 MODEL_KEYS = {'pretrained', 'train', 'batch_size', 'quantize'}
 TOP_KEYS = {'name', 'output', 'models', 'datasets', 'settings', 'languages', 'measures', 'baseline', 'correction',

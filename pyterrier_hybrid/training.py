@@ -30,7 +30,7 @@ from sentence_transformers import SentenceTransformerTrainingArguments
 from transformers import TrainerCallback
 
 from . import lareqa
-from .training_data import ParallelItem, build_rows, lareqa_items, read_items
+from .training_data import NEGATIVE_LANGUAGES, ParallelItem, build_rows, lareqa_items, read_items
 
 STRATEGIES = {'hybrid': None, 'xx-mono': 1.0, 'xy': 0.0, 'en-en': 1.0}
 
@@ -44,6 +44,8 @@ class HybridTrainingArguments(SentenceTransformerTrainingArguments):
     temperature: float = field(default=0.05, metadata={'help': 'InfoNCE temperature (scale = 1 / temperature)'})
     mini_batch_size: int | None = field(default=None, metadata={
         'help': 'GradCache mini-batch size: large batches in small memory (None: plain InfoNCE)'})
+    negative_language: str = field(default='passage', metadata={
+        'help': "hard negatives of a cross-lingual pair: the passage's ('passage') or the query's ('query')"})
     freeze_embeddings: bool = field(default=False, metadata={
         'help': 'do not train the word embeddings (a large, slow part of multilingual vocabularies)'})
 
@@ -58,6 +60,9 @@ class HybridTrainingArguments(SentenceTransformerTrainingArguments):
         self.alpha = fixed if fixed is not None else (0.5 if self.alpha is None else self.alpha)
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f'alpha must lie in [0, 1] (1 = X-X-mono, 0 = X-Y), not {self.alpha}')
+        if self.negative_language not in NEGATIVE_LANGUAGES:
+            raise ValueError(f'negative_language must be one of {", ".join(NEGATIVE_LANGUAGES)}, '
+                             f'not {self.negative_language!r}')
         if self.temperature <= 0:
             raise ValueError(f'temperature must be positive, not {self.temperature}')
 
@@ -114,7 +119,7 @@ def prepare(model, data: TrainingData, args: HybridTrainingArguments, languages:
         if not items:
             raise ValueError(f'training source {name!r} has no items' +
                              (f' in languages {", ".join(languages)}' if languages else ''))
-    rows = build_rows(sources, seed=args.seed)
+    rows = build_rows(sources, seed=args.seed, negative_language=args.negative_language)
     columns = {'anchor': rows.anchor, 'positive': rows.positive}
     if rows.negative is not None:
         columns['negative'] = rows.negative
@@ -139,7 +144,8 @@ class TrainingRun(NamedTuple):
 def build_trainer(model: str | os.PathLike, data: TrainingData, output_dir: str | os.PathLike, *,
                   strategy: str = 'hybrid', alpha: float | None = None, steps: int = 1000, batch_size: int = 32,
                   learning_rate: float = 2e-5, temperature: float = 0.05, languages: Iterable[str] | None = None,
-                  max_length: int | None = None, mini_batch_size: int | None = None, freeze_embeddings: bool = False,
+                  max_length: int | None = None, mini_batch_size: int | None = None, negative_language: str = 'passage',
+                  freeze_embeddings: bool = False,
                   seed: int = 42, save_steps: int = 500, **training_args) -> TrainingRun:
     """Configure (and validate) a run without starting it; :func:`train` documents the arguments."""
     from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
@@ -149,7 +155,8 @@ def build_trainer(model: str | os.PathLike, data: TrainingData, output_dir: str 
                     dataloader_drop_last=True, warmup_ratio=0.1)
     args = HybridTrainingArguments(
         output_dir=str(checkpoints), strategy=strategy, alpha=alpha, temperature=temperature,
-        mini_batch_size=mini_batch_size, freeze_embeddings=freeze_embeddings, max_steps=steps,
+        mini_batch_size=mini_batch_size, negative_language=negative_language, freeze_embeddings=freeze_embeddings,
+        max_steps=steps,
         per_device_train_batch_size=batch_size, learning_rate=learning_rate, seed=seed, data_seed=seed,
         save_steps=save_steps, **{**defaults, **training_args})
     st_model = SentenceTransformer(str(model), device='cuda' if _cuda() else 'cpu')
@@ -170,7 +177,8 @@ def build_trainer(model: str | os.PathLike, data: TrainingData, output_dir: str 
         'base_model': str(model), 'data': sorted(set(rows.source.tolist())),
         'languages': sorted(set(rows.query_lang.tolist())), 'max_length': st_model.max_seq_length,
         'freeze_embeddings': freeze_embeddings, 'mini_batch_size': mini_batch_size,
-        'hard_negatives': rows.negative is not None, 'train_rows': len(rows)}
+        'hard_negatives': rows.negative is not None, 'negative_language': args.negative_language,
+        'train_rows': len(rows)}
     return TrainingRun(trainer, recipe, checkpoints)
 
 
@@ -189,6 +197,8 @@ def train(model: str | os.PathLike, data: TrainingData, output_dir: str | os.Pat
         languages: train on these languages only.
         max_length: truncate texts to this many tokens.
         mini_batch_size: GradCache mini-batches (large batches in small memory).
+        negative_language: a cross-lingual pair's hard negative comes from its ``'passage'`` version (default) or
+            its ``'query'`` version (a same-language distractor for the query: trains against language bias).
         freeze_embeddings: keep the word embeddings fixed.
         save_steps: checkpoint every this many steps.
         kwargs: also any other :class:`~sentence_transformers.SentenceTransformerTrainingArguments` field.

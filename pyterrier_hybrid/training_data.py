@@ -123,13 +123,25 @@ class TrainingRows(NamedTuple):
         return len(self.anchor)
 
 
-def build_rows(sources: Mapping[str, Iterable[ParallelItem]], seed: int = 0) -> TrainingRows:
+NEGATIVE_LANGUAGES = ('passage', 'query')
+
+
+def build_rows(sources: Mapping[str, Iterable[ParallelItem]], seed: int = 0,
+               negative_language: str = 'passage') -> TrainingRows:
     """Every (query language, passage language) combination of every item, per named source.
 
     One hard negative per row is drawn (under ``seed``) from the passage's negatives. A trainer column cannot have
     holes, so a passage without negatives gets a random other item's positive in the same language instead (an
     easy negative); without any negatives at all there is no ``negative`` column.
+
+    ``negative_language`` picks whose negatives a cross-lingual row gets: ``'passage'`` (those of the passage's
+    version, as in a monolingual row) or ``'query'`` (those of the query's version: a sentence in the query's own
+    language that must rank below the answer in another language, which is the language bias the Mul setting
+    measures).
     """
+    if negative_language not in NEGATIVE_LANGUAGES:
+        raise ValueError(f'negative_language must be one of {", ".join(NEGATIVE_LANGUAGES)}, '
+                         f'not {negative_language!r}')
     rng = np.random.default_rng(seed)
     columns = {k: [] for k in TrainingRows._fields}
     grouped = {}
@@ -151,7 +163,8 @@ def build_rows(sources: Mapping[str, Iterable[ParallelItem]], seed: int = 0) -> 
             columns['anchor'].append(versions[q_lang].query)
             columns['positive'].append(passage.positive)
             if with_negatives:
-                columns['negative'].append(_negative(passage, group, positives_by_lang, rng))
+                contrast = versions[q_lang] if negative_language == 'query' else passage
+                columns['negative'].append(_negative(contrast, group, positives_by_lang, rng))
             columns['group'].append(group)
             columns['query_lang'].append(q_lang)
             columns['passage_lang'].append(p_lang)

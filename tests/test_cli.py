@@ -29,9 +29,10 @@ def test_help_and_user_errors_exit_2_without_traceback(tiny_model, tmp_path, lar
 
 def test_train_command(tiny_model, tmp_path, lareqa_dir):
     done = cli('train', tiny_model, 'lareqa/mlqa-r', tmp_path / 'm', '--strategy', 'xx-mono', '--steps', '2',
-               '--batch-size', '4')
+               '--batch-size', '4', '--temperature', '0.01', '--negative-language', 'query')
     assert done.returncode == 0, done.stderr[-2000:]
-    assert read_recipe(tmp_path / 'm')['strategy'] == 'xx-mono'
+    recipe = read_recipe(tmp_path / 'm')
+    assert (recipe['strategy'], recipe['temperature'], recipe['negative_language']) == ('xx-mono', 0.01, 'query')
 
 
 def test_sharded_index_commands_equal_one_process(tiny_model, tmp_path, lareqa_dir):

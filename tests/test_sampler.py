@@ -99,3 +99,13 @@ def test_rows_cover_every_language_pair_with_a_negative_in_the_passage_language(
     rows = build_rows({'src': no_negatives})
     fallback = [n for n, g, p in zip(rows.negative, rows.anchor, rows.passage_lang) if g.startswith('q 1 ')]
     assert all(n.startswith('p ') and not n.startswith('p 1 ') for n in fallback)
+
+
+def test_query_language_negatives_contrast_the_answer_with_a_sentence_in_the_query_language():
+    rows = build_rows({'src': items(3)}, negative_language='query')
+    for negative, anchor, q in zip(rows.negative, rows.anchor, rows.query_lang):
+        item = anchor.split()[1]
+        assert negative == f'n {item} {q}'  # the query's own version's negative, whatever the passage language
+    assert any(q != p for q, p in zip(rows.query_lang, rows.passage_lang))
+    with pytest.raises(ValueError, match="negative_language must be one of passage, query, not 'doc'"):
+        build_rows({'src': items(3)}, negative_language='doc')

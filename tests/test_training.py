@@ -26,7 +26,7 @@ def test_trained_checkpoint_loads_everywhere_and_records_its_recipe(tiny_model, 
     recipe = ph.read_recipe(out)
     assert recipe['strategy'] == 'hybrid' and recipe['alpha'] == 0.3 and recipe['steps'] == 4
     assert recipe['data'] == ['lareqa/mlqa-r'] and recipe['languages'] == ['ar', 'de', 'en', 'es', 'hi', 'vi', 'zh']
-    assert recipe['hard_negatives'] is True
+    assert recipe['hard_negatives'] is True and recipe['negative_language'] == 'passage'
     assert not (tmp_path / 'hybrid.checkpoints').exists()
     encoder = ph.HybridEncoder.from_pretrained(out)
     assert encoder.encoder_config.query_prefix == 'query: '
@@ -52,6 +52,7 @@ def test_same_seed_same_model(tiny_model, tmp_path, lareqa_dir):
     ({'languages': ['fr']}, "no items in languages fr"),
     ({'languages': ['de'], 'strategy': 'xy'}, 'cross-lingual batches .* use alpha=1'),
     ({'temperature': 0}, 'temperature must be positive'),
+    ({'negative_language': 'doc'}, 'negative_language must be one of passage, query'),
 ])
 def test_bad_input_is_refused_before_training(tiny_model, tmp_path, lareqa_dir, kwargs, message):
     with pytest.raises(ValueError, match=message):
