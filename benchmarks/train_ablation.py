@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from ir_measures import AP
-from lareqa_table import HERE, offline_model
+from lareqa_table import HERE, add_recipe_arguments, offline_model, recipe_of
 
 import pyterrier_hybrid as ph
 
@@ -25,20 +25,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('name')
     parser.add_argument('--strategy', default='hybrid')
-    parser.add_argument('--steps', type=int, default=40)
-    parser.add_argument('--batch-size', type=int, default=16)
-    parser.add_argument('--max-length', type=int, default=64)
-    parser.add_argument('--learning-rate', type=float, default=5e-5)
-    parser.add_argument('--temperature', type=float, default=0.01)
-    parser.add_argument('--negative-language', choices=['passage', 'query'], default='passage')
-    parser.add_argument('--freeze-embeddings', action=argparse.BooleanOptionalAction, default=True)
+    add_recipe_arguments(parser)
     parser.add_argument('--seed', type=int, default=1)
     parser.add_argument('--work', default=str(HERE.parent / 'runs' / 'train_ablation'))
     args = parser.parse_args()
     work = Path(args.work)
-    recipe = dict(strategy=args.strategy, steps=args.steps, batch_size=args.batch_size, max_length=args.max_length,
-                  learning_rate=args.learning_rate, temperature=args.temperature, seed=args.seed,
-                  negative_language=args.negative_language, freeze_embeddings=args.freeze_embeddings)
+    recipe = {'strategy': args.strategy, 'seed': args.seed, **recipe_of(args)}
     start = time.perf_counter()
     target = ph.train(offline_model('multilingual-e5-small'), 'lareqa/mlqa-r', work / args.name,
                       save_steps=10 ** 6, **recipe)

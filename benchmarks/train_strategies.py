@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 from ir_measures import AP, nDCG
-from lareqa_table import HERE, offline_model, setting_languages
+from lareqa_table import HERE, add_recipe_arguments, offline_model, recipe_of, setting_languages
 from transformers import TrainerCallback
 
 import pyterrier_hybrid as ph
@@ -78,17 +78,9 @@ def seen_in_training(query_lang: str, doc_lang: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--model')
-    parser.add_argument('--steps', type=int, default=40)
-    parser.add_argument('--batch-size', type=int, default=16)
-    parser.add_argument('--max-length', type=int, default=64)
+    add_recipe_arguments(parser)
     parser.add_argument('--seeds', type=int, nargs='+', default=[1, 2, 3])
     parser.add_argument('--strategies', nargs='+', default=list(STRATEGIES))
-    parser.add_argument('--learning-rate', type=float, default=5e-5)
-    parser.add_argument('--temperature', type=float, default=0.01,
-                        help="InfoNCE temperature; 0.01 is mE5's pre-training temperature (0.05 costs ~0.05 Mo AP)")
-    parser.add_argument('--negative-language', choices=['passage', 'query'], default='passage',
-                        help="hard negatives of cross-lingual pairs in the passage's (the paper) or query's language")
-    parser.add_argument('--freeze-embeddings', action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument('--throughput-steps', type=int, default=10)
     parser.add_argument('--fresh', action='store_true', help='re-evaluate every model, ignoring the per-query '
                         'values an earlier run saved in --out (by default only models missing there run)')
@@ -98,11 +90,8 @@ def main() -> None:
     model = args.model or offline_model('multilingual-e5-small')
     work, out = Path(args.work), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    budget = {'steps': args.steps, 'batch_size': args.batch_size, 'max_length': args.max_length,
-              'learning_rate': args.learning_rate, 'temperature': args.temperature,
-              'negative_language': args.negative_language,
-              'freeze_embeddings': args.freeze_embeddings,
-              'seeds': args.seeds, 'train': 'lareqa/mlqa-r', 'eval': 'lareqa/xquad-r'}
+    recipe = recipe_of(args)
+    budget = {**recipe, 'seeds': args.seeds, 'train': 'lareqa/mlqa-r', 'eval': 'lareqa/xquad-r'}
     saved = out / 'train_strategies.perquery.csv.gz'
     previous = pd.read_csv(saved, dtype={'qid': str}) if saved.exists() and not args.fresh else None
     done = set() if previous is None else set(previous['name'])  # models evaluated by an earlier run
@@ -120,11 +109,8 @@ def main() -> None:
                 continue
             if not target.exists():
                 start = time.perf_counter()
-                ph.train(model, 'lareqa/mlqa-r', target, strategy=strategy, steps=args.steps, seed=seed,
-                         batch_size=args.batch_size, max_length=args.max_length, learning_rate=args.learning_rate,
-                         temperature=args.temperature, negative_language=args.negative_language,
-                         freeze_embeddings=args.freeze_embeddings,
-                         save_steps=max(10, args.steps // 3))
+                ph.train(model, 'lareqa/mlqa-r', target, strategy=strategy, seed=seed,
+                         save_steps=max(10, args.steps // 3), **recipe)
                 timings[f'train {name} s'] = round(time.perf_counter() - start, 1)
             checkpoints[name] = target
 
