@@ -29,7 +29,6 @@ model's definition, so a second run does no work and an interrupted one continue
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
@@ -85,7 +84,6 @@ class ModelSpec:
         return f'{self.name}-{digest}'
 
 
-@functools.cache
 def _file_digest(path: str) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
