@@ -87,3 +87,32 @@ def offline_models() -> dict[str, Path]:
     if done.returncode != 0:
         pytest.fail(f'{tool} failed: {done.stderr[-2000:]}')
     return {name: Path(path) for name, path in (line.split('=', 1) for line in done.stdout.split())}
+
+
+def mmarco_shaped(lang: str) -> str:
+    """Real XQuAD-R questions and sentences as an ir_datasets docpairs set shaped like mMARCO: query ids shared
+    across languages, (query, answer sentence, another sentence of its paragraph) triples; German lists them in
+    reverse, so only alignment by query id can pair the versions."""
+    import ir_datasets
+    from ir_datasets.formats import BaseDocPairs, BaseQueries, GenericDocPair, GenericQuery
+
+    mono = ir_datasets.load(f'lareqa/xquad-r/{lang}/{lang}')
+    answers = {}
+    for qrel in mono.qrels_iter():
+        answers.setdefault(qrel.query_id.split('-', 1)[1], qrel.doc_id)
+
+    class Queries(BaseQueries):
+        def queries_iter(self):
+            for query in mono.queries_iter():
+                yield GenericQuery(query.query_id.split('-', 1)[1], query.text)
+
+    class Pairs(BaseDocPairs):
+        def docpairs_iter(self):
+            for qid, answer in (reversed if lang == 'de' else iter)(list(answers.items())):
+                paragraph, sentence = answer.rsplit('-', 1)
+                yield GenericDocPair(qid, answer, f'{paragraph}-{int(sentence) ^ 1}')
+
+    dataset_id = f'test-mmarco-shaped/{lang}'
+    if dataset_id not in ir_datasets.registry:
+        ir_datasets.registry.register(dataset_id, ir_datasets.Dataset(Queries(), Pairs(), mono))
+    return dataset_id

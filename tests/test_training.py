@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import mmarco_shaped
 
 import pyterrier_hybrid as ph
 from pyterrier_hybrid import training
@@ -115,6 +116,26 @@ def test_items_round_trip_and_lareqa_items(tmp_path, lareqa_dir):
     assert first.positive not in first.negatives and first.positive.strip()
     ph.write_items(items[:5], tmp_path / 'items.jsonl')
     assert ph.read_items(tmp_path / 'items.jsonl') == items[:5]
+
+
+def test_irds_items_align_languages_by_query_id(lareqa_dir):
+    import ir_datasets
+    items = ph.irds_items({'en': mmarco_shaped('en'), 'de': mmarco_shaped('de')}, limit=4)
+    en, de = [i for i in items if i.lang == 'en'], [i for i in items if i.lang == 'de']
+    assert len(en) == 4 and sorted(i.id for i in de) == sorted(i.id for i in en)  # the first language picks
+    for lang, versions in (('en', en), ('de', de)):
+        source = ir_datasets.load(f'lareqa/xquad-r/{lang}/{lang}')
+        store, queries = source.docs_store(), {q.query_id: q.text for q in source.queries_iter()}
+        answers = {q.query_id: q.doc_id for q in source.qrels_iter()}
+        for item in versions:
+            answer = answers[f'{lang}-{item.id}']
+            assert item.query == queries[f'{lang}-{item.id}'] and item.positive == store.get(answer).text
+            assert len(item.negatives) == 1 and item.negatives[0] != item.positive
+    rows = ph.build_rows({'xquad': items})
+    assert len(rows) == 4 * 4 and set(zip(rows.query_lang, rows.passage_lang)) == {
+        ('en', 'en'), ('en', 'de'), ('de', 'en'), ('de', 'de')}
+    with pytest.raises(ValueError, match='lareqa/xquad-r/en/en has no docpairs'):
+        ph.irds_items({'en': 'lareqa/xquad-r/en/en'})
 
 
 def test_torchrun_two_processes_see_disjoint_batches_and_end_equal(tiny_model, tmp_path, lareqa_dir):

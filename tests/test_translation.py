@@ -7,6 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from conftest import mmarco_shaped
 from tiny_marian import build_tiny_marian
 
 from pyterrier_hybrid import build_rows, lareqa_items, read_items, write_items
@@ -203,27 +204,16 @@ def test_english_items_from_ir_datasets_json_and_hugging_face(lareqa_dir, tmp_pa
 
 def test_english_items_from_ir_datasets_docpairs(lareqa_dir, marian, tmp_path):
     import ir_datasets
-    from ir_datasets.formats import BaseDocPairs, GenericDocPair
 
-    mono = ir_datasets.load('lareqa/xquad-r/en/en')  # real questions and sentences, as a docpairs training set
-    answers = {}
-    for qrel in mono.qrels_iter():
-        answers.setdefault(qrel.query_id, qrel.doc_id)
-    other_sentence = {a: f'{a.rsplit("-", 1)[0]}-{int(a.rsplit("-", 1)[1]) ^ 1}' for a in answers.values()}
-
-    class Pairs(BaseDocPairs):
-        def docpairs_iter(self):
-            for qid, answer in list(answers.items())[:5]:
-                yield GenericDocPair(qid, answer, other_sentence[answer])
-
-    ir_datasets.registry.register('test-docpairs/en', ir_datasets.Dataset(mono, Pairs()))
-    items = english_items('test-docpairs/en', limit=3)
-    store = mono.docs_store()
-    queries = {q.query_id: q.text for q in mono.queries_iter()}
+    dataset_id = mmarco_shaped('en')  # real questions and sentences, as a docpairs training set
+    dataset = ir_datasets.load(dataset_id)
+    store = dataset.docs_store()
+    queries = {q.query_id: q.text for q in dataset.queries_iter()}
+    first = list(dataset.docpairs_iter())[:3]
+    items = english_items(dataset_id, limit=3)
     assert [(i.id, i.query, i.positive, i.negatives) for i in items] == [
-        (qid, queries[qid], store.get(a).text, (store.get(other_sentence[a]).text,))
-        for qid, a in list(answers.items())[:3]]
-    out = translate_train('test-docpairs/en', tmp_path / 'pairs.jsonl', translator(marian), ['de'], limit=3,
+        (p.query_id, queries[p.query_id], store.get(p.doc_id_a).text, (store.get(p.doc_id_b).text,)) for p in first]
+    out = translate_train(dataset_id, tmp_path / 'pairs.jsonl', translator(marian), ['de'], limit=3,
                           progress=False)
     assert [(i.id, i.lang, len(i.negatives)) for i in read_items(out)] == [
         (i.id, lang, 1) for i in items for lang in ('en', 'de')]
