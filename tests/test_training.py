@@ -70,6 +70,22 @@ def test_temperature_sets_the_infonce_scale(tiny_model, tmp_path, lareqa_dir, te
     assert run.recipe['temperature'] == temperature
 
 
+def test_progress_logs_carry_loss_and_throughput(tiny_model, tmp_path, lareqa_dir):
+    from transformers import TrainerCallback
+    shown = []
+
+    class Recorder(TrainerCallback):  # runs where the progress bar does: after ThroughputCallback
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            shown.append(dict(logs))
+
+    run = ph.build_trainer(tiny_model, 'lareqa/mlqa-r', tmp_path / 'out', steps=3, batch_size=4, save_steps=10)
+    run.trainer.add_callback(Recorder())
+    run.trainer.train()
+    logged = [entry for entry in shown if 'loss' in entry]
+    assert len(logged) == 3  # one log line per step at this length
+    assert all(entry['pairs_per_s'] > 0 for entry in logged)
+
+
 def test_empty_or_malformed_data(tiny_model, tmp_path):
     empty = tmp_path / 'empty.jsonl'
     empty.write_text('')
