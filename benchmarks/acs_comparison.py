@@ -18,7 +18,7 @@ import pandas as pd
 from lareqa_table import setting_languages
 
 import pyterrier_hybrid as ph
-from pyterrier_hybrid.experiment import ExperimentRunner
+from pyterrier_hybrid.experiment.runner import ExperimentRunner
 
 HERE = Path(__file__).resolve().parent
 EXAMPLES = HERE.parent / 'examples'

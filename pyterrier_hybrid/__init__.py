@@ -1,28 +1,20 @@
 """pyterrier-hybrid: zero-shot monolingual, cross-lingual and multilingual dense retrieval in PyTerrier.
 
-Importing the package registers the LAReQA ids in ir_datasets (``lareqa/xquad-r/de``, ...). Model classes are
-imported lazily, so ``import pyterrier_hybrid`` stays free of torch.
+The package follows the pipeline: :mod:`.data` (LAReQA / MIRACL in ir_datasets, training items, code-switching,
+translate-train) → :mod:`.training` (recipe, sampler, trainer) → :mod:`.retrieval` (encoder, index, pooled
+retrieval) → :mod:`.evaluation` (settings, measures, fast path, statistics) → :mod:`.experiment` (schema, runner,
+report). Importing it registers the LAReQA ids in ir_datasets; every public name is importable from here, the
+heavy (torch) ones lazily, so ``import pyterrier_hybrid`` stays free of torch.
 """
 from __future__ import annotations
 
 import importlib
 
-from . import lareqa
-from .code_switching import CodeSwitcher, Lexicon, SwitchStats, code_switched_items, load_lexicon, muse_lexicon
-from .evaluation import (
-    Setting,
-    evaluate_settings,
-    lareqa_settings,
-    macro_average,
-    macro_average_perquery,
-    miracl_languages,
-    miracl_settings,
-    paired_tests,
-)
-from .lareqa import ChecksumError, lareqa_query_counts, set_lareqa_dir
-from .measures import DEFAULT_MEASURES, RankDistance
-from .training_data import ParallelItem, TrainingRows, build_rows, irds_items, lareqa_items, read_items, write_items
-from .translation import (
+from .data import lareqa
+from .data.code_switching import CodeSwitcher, Lexicon, SwitchStats, code_switched_items, load_lexicon, muse_lexicon
+from .data.items import ParallelItem, irds_items, lareqa_items, read_items, write_items
+from .data.lareqa import ChecksumError, lareqa_query_counts, set_lareqa_dir
+from .data.translation import (
     LexiconTranslator,
     Seq2SeqTranslator,
     TranslationCache,
@@ -31,20 +23,28 @@ from .translation import (
     merge_translations,
     translate_train,
 )
+from .evaluation.measures import DEFAULT_MEASURES, RankDistance
+from .evaluation.settings import Setting, evaluate_settings, lareqa_settings, miracl_languages, miracl_settings
+from .evaluation.statistics import macro_average, macro_average_perquery, paired_tests
+from .training.rows import TrainingRows, build_rows
 
-__version__ = '0.1.0'
+__version__ = '0.2.0'
 
 # Heavy (torch) names, imported on first use: name -> submodule.
 _LAZY = {
-    'HybridEncoder': '.encoders', 'EncoderConfig': '.encoders', 'read_encoder_config': '.encoders',
-    'DenseIndex': '.index', 'FaissRetriever': '.index', 'shard_corpus': '.index',
-    'CorruptIndexError': '.index', 'IncompatibleEncoderError': '.index',
-    'PooledDenseRetrieval': '.pooled', 'QueryVectors': '.pooled', 'evaluate_pooled': '.pooled',
-    'HybridBatchSampler': '.sampler',
-    'train': '.training', 'build_trainer': '.training', 'HybridTrainingArguments': '.training',
-    'read_recipe': '.training',
-    'load_experiment': '.experiment', 'run_experiment': '.experiment', 'ExperimentError': '.experiment',
+    'HybridEncoder': '.retrieval.encoder', 'EncoderConfig': '.retrieval.encoder',
+    'read_encoder_config': '.retrieval.encoder',
+    'DenseIndex': '.retrieval.index', 'FaissRetriever': '.retrieval.index', 'shard_corpus': '.retrieval.index',
+    'CorruptIndexError': '.retrieval.index', 'IncompatibleEncoderError': '.retrieval.index',
+    'PooledDenseRetrieval': '.retrieval.pooled', 'QueryVectors': '.retrieval.pooled',
+    'evaluate_pooled': '.evaluation.fast',
+    'HybridBatchSampler': '.training.sampler',
+    'train': '.training.trainer', 'build_trainer': '.training.trainer',
+    'HybridTrainingArguments': '.training.trainer', 'read_recipe': '.training.trainer',
+    'load_experiment': '.experiment.config', 'ExperimentError': '.experiment.config',
+    'run_experiment': '.experiment.runner',
 }
+
 
 def __getattr__(name: str):
     if name in _LAZY:

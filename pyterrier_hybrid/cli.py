@@ -24,7 +24,7 @@ def _shard(value: str) -> tuple[int, int]:
 
 
 def _train(args: argparse.Namespace) -> None:
-    from .training import train
+    from .training.trainer import train
     out = train(args.model, args.data, args.output, strategy=args.strategy, alpha=args.alpha, steps=args.steps,
                 batch_size=args.batch_size, learning_rate=args.learning_rate, temperature=args.temperature,
                 languages=args.languages, max_length=args.max_length, mini_batch_size=args.mini_batch_size,
@@ -37,8 +37,8 @@ def _index(args: argparse.Namespace) -> None:
     import ir_datasets
     import pyterrier as pt
 
-    from .encoders import HybridEncoder
-    from .index import DenseIndex, shard_corpus
+    from .retrieval.encoder import HybridEncoder
+    from .retrieval.index import DenseIndex, shard_corpus
     ir_datasets.load(args.dataset)  # an unknown id fails here, with ir_datasets' explanation, before the model loads
     encoder = HybridEncoder.from_pretrained(args.model, batch_size=args.batch_size, quantize=args.quantize,
                                             text_field=args.text_field, verbose=True)
@@ -51,7 +51,7 @@ def _index(args: argparse.Namespace) -> None:
 
 
 def _merge(args: argparse.Namespace) -> None:
-    from .index import DenseIndex
+    from .retrieval.index import DenseIndex
     merged = DenseIndex.merge(args.shards, args.output, mode='overwrite' if args.overwrite else 'create')
     print(f'{merged.index_path}: {len(merged)} documents')
 
@@ -60,8 +60,8 @@ def _retrieve(args: argparse.Namespace) -> None:
     import ir_datasets
     import pyterrier as pt
 
-    from .encoders import HybridEncoder
-    from .index import DenseIndex
+    from .retrieval.encoder import HybridEncoder
+    from .retrieval.index import DenseIndex
     dataset = ir_datasets.load(args.dataset)
     docnos = [d.doc_id for d in dataset.docs_iter()] if args.restrict else None
     encoder = HybridEncoder.from_pretrained(args.model, batch_size=args.batch_size, verbose=True)
@@ -75,7 +75,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     import ir_datasets
     import pyterrier as pt
 
-    from .experiment import parse_measure
+    from .evaluation.measures import parse_measure
     ir_datasets.load(args.dataset)
     measures = [parse_measure(m) for m in args.measures]
     dataset = pt.get_dataset(f'irds:{args.dataset}')
@@ -87,13 +87,13 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 
 def _translate(args: argparse.Namespace) -> None:
-    from .translation import LexiconTranslator, Seq2SeqTranslator, translate_train
+    from .data.translation import LexiconTranslator, Seq2SeqTranslator, translate_train
     if bool(args.model) == bool(args.lexicon):
         raise ValueError('give either --model (machine translation) or --lexicon (word-by-word), not both')
     if args.model:
         translator = Seq2SeqTranslator(args.model, batch_size=args.batch_size, max_length=args.max_length)
     else:
-        from .code_switching import load_lexicon
+        from .data.code_switching import load_lexicon
         translator = LexiconTranslator([load_lexicon(path) for path in args.lexicon])
     output = args.output
     if args.shard:
@@ -103,17 +103,17 @@ def _translate(args: argparse.Namespace) -> None:
 
 
 def _merge_translations(args: argparse.Namespace) -> None:
-    from .translation import merge_translations
+    from .data.translation import merge_translations
     print(merge_translations(args.shards, args.output))
 
 
 def _run(args: argparse.Namespace) -> None:
-    from .experiment import run_experiment
+    from .experiment.runner import run_experiment
     print(run_experiment(args.experiment))
 
 
 def parser() -> argparse.ArgumentParser:
-    from .training import STRATEGIES
+    from .training.recipe import STRATEGIES
     root = argparse.ArgumentParser(prog='pyterrier-hybrid', description='Zero-shot cross-lingual dense retrieval: '
                                    'train encoders, build (sharded) dense indexes.')
     commands = root.add_subparsers(dest='command', required=True)

@@ -5,7 +5,7 @@ import pytest
 from conftest import SHARED
 
 from pyterrier_hybrid import ParallelItem
-from pyterrier_hybrid.code_switching import CodeSwitcher, Lexicon, code_switched_items, load_lexicon
+from pyterrier_hybrid.data.code_switching import CodeSwitcher, Lexicon, code_switched_items, load_lexicon
 
 LEXICONS = SHARED / 'data' / 'lexicons'
 DE = Lexicon('en', 'de', {'the': ('die',), 'defense': ('verteidigung',), 'points': ('punkte',),

@@ -26,7 +26,7 @@ from pyterrier_hybrid import (
     miracl_settings,
     paired_tests,
 )
-from pyterrier_hybrid.evaluation import _prune_depth
+from pyterrier_hybrid.evaluation.settings import _prune_depth
 
 
 def test_lareqa_settings_cover_the_papers_grid():

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 import pyterrier_hybrid as ph
-from pyterrier_hybrid import experiment
-from pyterrier_hybrid.experiment import ExperimentError, load_experiment
+from pyterrier_hybrid.experiment import runner as experiment
+from pyterrier_hybrid.experiment.config import ExperimentError, load_experiment
 
 
 def write(tmp_path, text: str, name: str = 'exp.yaml'):
@@ -107,7 +107,7 @@ def test_runner_end_to_end_with_cache_and_resume(tiny_model, tmp_path, lareqa_di
         raise AssertionError('a cached experiment encoded or trained again')
 
     monkeypatch.setattr(ph.HybridEncoder, 'encode', must_not_run)
-    monkeypatch.setattr('pyterrier_hybrid.training.train', must_not_run)
+    monkeypatch.setattr('pyterrier_hybrid.training.trainer.train', must_not_run)
     again = ph.run_experiment(path, log=lambda *a: None)
     assert pd.read_csv(again / 'summary.csv', index_col=[0, 1]).equals(summary)
 

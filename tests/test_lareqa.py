@@ -12,7 +12,7 @@ import pyterrier as pt
 import pytest
 
 import pyterrier_hybrid  # noqa: F401  (registers the ids)
-from pyterrier_hybrid import lareqa
+from pyterrier_hybrid.data import lareqa
 
 # The table of ../shared/data/lareqa/SOURCE.md: (questions, candidates) per language.
 XQUAD_R = {'ar': 1222, 'de': 1276, 'el': 1234, 'en': 1180, 'es': 1215, 'hi': 1244, 'ru': 1219, 'th': 852,

@@ -12,7 +12,7 @@ import torch
 from conftest import mmarco_shaped
 
 import pyterrier_hybrid as ph
-from pyterrier_hybrid import training
+from pyterrier_hybrid.training import trainer as training
 
 
 def weights(path: Path) -> dict:

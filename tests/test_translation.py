@@ -12,8 +12,8 @@ from tiny_marian import build_tiny_marian
 
 from pyterrier_hybrid import build_rows, lareqa_items, read_items, write_items
 from pyterrier_hybrid.cli import main
-from pyterrier_hybrid.code_switching import load_lexicon
-from pyterrier_hybrid.translation import (
+from pyterrier_hybrid.data.code_switching import load_lexicon
+from pyterrier_hybrid.data.translation import (
     LexiconTranslator,
     Seq2SeqTranslator,
     TranslationCache,

@@ -27,9 +27,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Protocol
 
-from .atomic import write_atomically
+from pyterrier_hybrid.atomic import write_atomically
+
 from .code_switching import CodeSwitcher, Lexicon
-from .training_data import ParallelItem, irds_items, read_items, write_items
+from .items import ParallelItem, irds_items, read_items, write_items
 
 # ISO 639-1 -> FLORES-200 codes used by NLLB (a code already in FLORES form passes through).
 NLLB_CODES = {

@@ -38,15 +38,12 @@ from pathlib import Path
 from typing import Any
 
 import ir_datasets
-import ir_measures
-import pandas as pd
 import yaml
 
-from . import lareqa
-from .atomic import write_atomically
-from .evaluation import KINDS, Setting, lareqa_settings, macro_average_perquery, paired_tests
-from .measures import RankDistance
-from .training import STRATEGIES
+from pyterrier_hybrid.data import lareqa
+from pyterrier_hybrid.evaluation.measures import parse_measure
+from pyterrier_hybrid.evaluation.settings import KINDS
+from pyterrier_hybrid.training.recipe import STRATEGIES
 
 TRAIN_KEYS = {'base', 'data', 'strategy', 'alpha', 'steps', 'batch_size', 'learning_rate', 'temperature',
               'max_length', 'freeze_embeddings', 'negative_language', 'seed', 'languages', 'code_switching'}
@@ -128,18 +125,6 @@ class _Located:
         while path and path not in self.lines:
             path = path[:-1]
         return self.lines.get(path, 1)
-
-
-def parse_measure(name: Any):
-    """An ir_measures measure or RankDistance from its name (``AP``, ``nDCG@10``, ``RankDistance``)."""
-    if not isinstance(name, str):
-        raise ValueError(f'expected a measure name, got {name!r}')
-    if name == 'RankDistance':
-        return RankDistance
-    try:
-        return ir_measures.parse_measure(name)
-    except (ValueError, NameError, SyntaxError, TypeError) as error:
-        raise ValueError(f'unknown measure {name!r}; e.g. AP, nDCG@10, R@100, RR@10, RankDistance') from error
 
 
 def load_experiment(path: str | os.PathLike) -> ExperimentSpec:
@@ -269,181 +254,3 @@ def _validate_model(name: str, model: Any, all_models: Mapping, problems: list, 
                                                      'lexicons': [str(base / x) for x in switching['lexicons']]}}
     return ModelSpec(name=name, pretrained=model.get('pretrained'), train=train,
                      batch_size=model.get('batch_size', 32), quantize=model.get('quantize', False))
-
-
-# --- running ------------------------------------------------------------------------------------------------------
-
-def _settings(spec: ExperimentSpec, dataset_id: str) -> tuple[str, list[Setting]]:
-    """The pooled id to encode once, and the settings evaluated on it."""
-    collection = dataset_id.removeprefix('lareqa/')
-    if dataset_id.startswith('lareqa/') and collection in lareqa.COLLECTIONS:
-        langs = [lang for lang in spec.languages or lareqa.COLLECTIONS[collection]
-                 if lang in lareqa.COLLECTIONS[collection]]
-        kinds = [s for s in spec.settings if s in KINDS]
-        settings = lareqa_settings(collection, kinds=kinds, langs=langs) if kinds else []
-        pairs = [s for s in spec.settings if isinstance(s, list)]
-        settings += [Setting(f'{dataset_id}/{q}/{c}', 'Mo' if q == c else 'Cr', q, c) for q, c in pairs
-                     if q in lareqa.COLLECTIONS[collection] and c in lareqa.COLLECTIONS[collection]]
-        return dataset_id, list(dict.fromkeys(settings))
-    dataset = ir_datasets.load(dataset_id)
-    query_lang = dataset.queries_lang() or 'xx'
-    return dataset_id, [Setting(dataset_id, 'Mo', query_lang, dataset.docs_lang() or query_lang)]
-
-
-class ExperimentRunner:
-    """Runs an :class:`ExperimentSpec` step by step, skipping every step whose output exists."""
-
-    def __init__(self, spec: ExperimentSpec, log=print):
-        self.spec, self.log = spec, log
-        self.out = Path(spec.output)
-
-    def checkpoint(self, model: ModelSpec) -> str:
-        """The model to encode with: a pretrained name/path, or the trained checkpoint (trained if missing)."""
-        if model.pretrained is not None:
-            return model.pretrained
-        from .training import train
-        target = self.out / 'models' / model.key
-        if not target.exists():
-            recipe = dict(model.train)
-            base = recipe.pop('base')
-            base = self.checkpoint(self.spec.models[base]) if base in self.spec.models else base
-            data = self.training_data(recipe.pop('data'), recipe.pop('code_switching', None))
-            self.log(f'training {model.name} -> {target}')
-            train(base, data, target, **recipe)
-        return str(target)
-
-    def training_data(self, data: str, switching: dict | None):
-        """A model's training data: ``data`` as is, or its English side plus ACS copies (logging the realised
-        switch ratio per language and the lexicons' coverage)."""
-        if switching is None:
-            return data
-        from .code_switching import CodeSwitcher, code_switched_items, load_lexicon
-        from .training import load_training_data
-        english = [i for items in load_training_data(data).values() for i in items if i.lang == 'en']
-        switcher = CodeSwitcher([load_lexicon(p) for p in switching['lexicons']], p=switching.get('p', 0.5),
-                                seed=switching.get('seed', 0))
-        side = switching.get('side', 'both')
-        switched = code_switched_items(english, queries=switcher if side in ('both', 'query') else None,
-                                       passages=switcher if side in ('both', 'passage') else None, lang='cs')
-        ratios = ', '.join(f'{lang} {switcher.stats.ratio(lang):.1%}' for lang in switcher.target_langs)
-        self.log(f'code-switched {len(switched)} items: lexicon coverage {switcher.stats.coverage():.1%} of words, '
-                 f'switched {switcher.stats.ratio():.1%} of known words ({ratios})')
-        return {'acs': english + switched}
-
-    def perquery(self, model: ModelSpec, dataset_id: str) -> pd.DataFrame:
-        """Per-query values of one model on one data set, and its runs (both cached; missing parts computed)."""
-        cache = self.out / 'perquery' / model.key / (dataset_id.replace('/', '__') + '.csv.gz')
-        pooled_id, settings = _settings(self.spec, dataset_id)
-        missing_runs = [s for s in settings if not self.run_path(model, s).exists()] if self.spec.run_depth else []
-        if cache.exists() and not missing_runs:
-            return pd.read_csv(cache, dtype={'qid': str})
-        system = self.system(model, pooled_id)
-        self.write_runs(model, system, missing_runs)
-        if cache.exists():
-            return pd.read_csv(cache, dtype={'qid': str})
-        from .pooled import evaluate_pooled
-        self.log(f'evaluating {model.name} on {len(settings)} settings of {dataset_id}')
-        try:
-            values = evaluate_pooled({model.name: system}, settings, self.spec.measures)
-        except ValueError:  # a measure without a fast path: pt.Experiment
-            from .evaluation import evaluate_settings
-            values = evaluate_settings({model.name: system}, settings, self.spec.measures, perquery=True)
-        write_atomically(cache, lambda tmp: values.to_csv(tmp, index=False, compression='gzip'))
-        return values
-
-    def run_path(self, model: ModelSpec, setting: Setting) -> Path:
-        return self.out / 'runs' / model.name / (setting.dataset_id.replace('/', '__') + '.res.gz')
-
-    def system(self, model: ModelSpec, pooled_id: str):
-        from .encoders import HybridEncoder
-        from .pooled import PooledDenseRetrieval
-        encoder = HybridEncoder.from_pretrained(self.checkpoint(model), batch_size=model.batch_size,
-                                                quantize=model.quantize, verbose=True)
-        path = self.out / 'encodings' / model.key / pooled_id.replace('/', '__')
-        return PooledDenseRetrieval(encoder, pooled_id, path)
-
-    def write_runs(self, model: ModelSpec, system, settings: list[Setting]) -> None:
-        """TREC runs, ``run_depth`` deep, one per setting."""
-        import pyterrier as pt
-        for setting in settings:
-            topics = pt.get_dataset(f'irds:{setting.dataset_id}').get_topics('text')
-            run = (system(setting) % self.spec.run_depth)(topics)
-            write_atomically(self.run_path(model, setting),
-                              lambda tmp: pt.io.write_results(run, str(tmp), run_name=model.name))
-
-    def run(self) -> Path:
-        frames = [self.perquery(model, dataset_id) for dataset_id in self.spec.datasets
-                  for model in self.spec.models.values()]
-        perquery = pd.concat(frames, ignore_index=True)
-        results = self.out / 'results'
-        results.mkdir(parents=True, exist_ok=True)
-        self.tables(perquery, results)
-        self.plots(perquery, results)
-        self.log(f'results in {results}')
-        return results
-
-    def tables(self, perquery: pd.DataFrame, results: Path) -> None:
-        per_setting = perquery.groupby(['name', 'dataset_id', 'kind', 'query_lang', 'doc_lang', 'measure'],
-                                       sort=False)['value'].mean().unstack('measure').reset_index()
-        _write_table(per_setting, results / 'settings', index=False)
-        summaries = []
-        for dataset_id, settings in self._datasets_of(perquery).items():
-            table = macro_average_perquery(perquery[perquery['dataset_id'].isin(settings)])
-            table.columns = [f'{measure} {kind}' for measure, kind in table.columns]
-            summaries.append(table.assign(dataset=dataset_id).reset_index().set_index(['dataset', 'name']))
-        _write_table(pd.concat(summaries), results / 'summary')
-        if self.spec.baseline and len(self.spec.models) > 1:
-            correction = 'bonferroni' if self.spec.correction == 'none' else self.spec.correction
-            tests = [paired_tests(perquery, self.spec.baseline, str(m), correction=correction).assign(measure=str(m))
-                     for m in self.spec.measures]
-            tests = pd.concat(tests, ignore_index=True)
-            if self.spec.correction == 'none':
-                tests = tests.drop(columns=['p_corrected']).assign(significant=tests['p'] < 0.05)
-            _write_table(tests, results / 'significance', index=False)
-
-    def _datasets_of(self, perquery: pd.DataFrame) -> dict[str, list[str]]:
-        """Each experiment data set -> the setting ids evaluated for it."""
-        return {d: [s.dataset_id for s in _settings(self.spec, d)[1]] for d in self.spec.datasets}
-
-    def plots(self, perquery: pd.DataFrame, results: Path) -> None:
-        import matplotlib
-        matplotlib.use('Agg')
-        import matplotlib.pyplot as plt
-        ap = perquery[perquery['measure'] == 'AP']
-        pairs = ap[ap['kind'] != 'Mul']
-        for (name, collection), frame in pairs.groupby(['name', pairs['dataset_id'].str.rsplit('/', n=2).str[0]]):
-            grid = frame.groupby(['query_lang', 'doc_lang'])['value'].mean().unstack('doc_lang')
-            if grid.size < 2:
-                continue
-            figure, axes = plt.subplots(figsize=(1 + 0.6 * grid.shape[1], 1 + 0.5 * grid.shape[0]))
-            image = axes.imshow(grid.to_numpy(), cmap='viridis', vmin=0, vmax=1)
-            axes.set_xticks(range(grid.shape[1]), grid.columns)
-            axes.set_yticks(range(grid.shape[0]), grid.index)
-            axes.set_xlabel('corpus language')
-            axes.set_ylabel('query language')
-            for (i, j), value in pd.DataFrame(grid.to_numpy()).stack().items():
-                axes.text(j, i, f'{value:.2f}', ha='center', va='center', fontsize=7, color='white')
-            axes.set_title(f'{name}: AP on {collection}')
-            figure.colorbar(image)
-            figure.tight_layout()
-            figure.savefig(results / f'heatmap_{name}_{collection.replace("/", "_")}.png', dpi=120)
-            plt.close(figure)
-        distance = perquery[(perquery['measure'] == 'RankDistance') & (perquery['kind'] == 'Mul')]
-        for collection, frame in distance.groupby(distance['dataset_id'].str.rsplit('/', n=1).str[0]):
-            means = frame.groupby(['query_lang', 'name'])['value'].mean().unstack('name')
-            axes = means.plot.bar(figsize=(2 + 0.5 * len(means) * len(means.columns) ** 0.5, 4))
-            axes.set_ylabel('mean rank distance (lower: less language bias)')
-            axes.set_title(f'Rank distance per query language, {collection} (Mul)')
-            axes.figure.tight_layout()
-            axes.figure.savefig(results / f'rank_distance_{collection.replace("/", "_")}.png', dpi=120)
-            plt.close(axes.figure)
-
-
-def _write_table(table: pd.DataFrame, stem: Path, index: bool = True) -> None:
-    write_atomically(stem.with_suffix('.csv'), lambda tmp: table.to_csv(tmp, index=index))
-    write_atomically(stem.with_suffix('.md'), lambda tmp: tmp.write_text(table.round(4).to_markdown(index=index)))
-
-
-def run_experiment(path: str | os.PathLike, log=print) -> Path:
-    """Validate and run an experiment file; returns its results folder."""
-    return ExperimentRunner(load_experiment(path), log=log).run()

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 import numpy as np
 from sentence_transformers.base.sampler import DefaultBatchSampler
 
-from .training_data import TrainingRows
+from .rows import TrainingRows
 
 
 class _Pool:

@@ -29,10 +29,11 @@ from typing import NamedTuple
 from sentence_transformers import SentenceTransformerTrainingArguments
 from transformers import TrainerCallback
 
-from . import lareqa
-from .training_data import ParallelItem, build_rows, lareqa_items, read_items
+from pyterrier_hybrid.data import lareqa
+from pyterrier_hybrid.data.items import ParallelItem, lareqa_items, read_items
 
-STRATEGIES = {'hybrid': None, 'xx-mono': 1.0, 'xy': 0.0, 'en-en': 1.0}
+from .recipe import STRATEGIES
+from .rows import build_rows
 
 
 @dataclass

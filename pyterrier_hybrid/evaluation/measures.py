@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import ir_measures
 import pandas as pd
@@ -48,3 +49,14 @@ RankDistance = ir_measures.define(
     short_desc='max rank - min rank of the relevant documents (language bias; lower is better)',
 )
 
+
+def parse_measure(name: Any):
+    """An ir_measures measure or RankDistance from its name (``AP``, ``nDCG@10``, ``RankDistance``)."""
+    if not isinstance(name, str):
+        raise ValueError(f'expected a measure name, got {name!r}')
+    if name == 'RankDistance':
+        return RankDistance
+    try:
+        return ir_measures.parse_measure(name)
+    except (ValueError, NameError, SyntaxError, TypeError) as error:
+        raise ValueError(f'unknown measure {name!r}; e.g. AP, nDCG@10, R@100, RR@10, RankDistance') from error

@@ -29,7 +29,7 @@ from npids import Lookup
 from pyterrier_dr import FlexIndex
 from pyterrier_dr.flex.core import FlexIndexer
 
-from .atomic import write_atomically
+from pyterrier_hybrid.atomic import write_atomically
 
 METHODS = ('flat', 'hnsw', 'ivfpq')
 

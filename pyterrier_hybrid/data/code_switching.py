@@ -29,7 +29,7 @@ from typing import NamedTuple
 import numpy as np
 import regex
 
-from .training_data import ParallelItem
+from .items import ParallelItem
 
 MUSE_URL = 'https://dl.fbaipublicfiles.com/arrival/dictionaries/{src}-{tgt}.txt'
 _TOKEN = regex.compile(r"(?P<word>[\p{L}\p{M}]+(?:['’\-][\p{L}\p{M}]+)*)|\p{N}+(?:[.,]\p{N}+)*|\s+|.", regex.V1)

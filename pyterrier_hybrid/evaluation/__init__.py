@@ -1,0 +1,1 @@
+"""Evaluation: settings (Mo / Cr / Mul), measures, the exact fast path, statistics."""

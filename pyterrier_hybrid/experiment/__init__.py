@@ -1,0 +1,1 @@
+"""Experiments: the YAML schema, the runner and the report."""

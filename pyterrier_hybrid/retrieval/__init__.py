@@ -1,0 +1,1 @@
+"""Retrieval: encoders as PyTerrier transformers, dense indexes, pooled multilingual retrieval."""
