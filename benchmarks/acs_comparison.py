@@ -12,6 +12,7 @@ pairs, Holm-corrected together, for the comparisons the research question asks a
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pandas as pd
@@ -19,6 +20,7 @@ from lareqa_table import setting_languages
 
 import pyterrier_hybrid as ph
 from pyterrier_hybrid.experiment.runner import ExperimentRunner
+from pyterrier_hybrid.training.trainer import load_training_data
 
 HERE = Path(__file__).resolve().parent
 EXAMPLES = HERE.parent / 'examples'
@@ -51,10 +53,14 @@ def perquery_of(spec) -> pd.DataFrame:
 def switch_report(spec) -> str:
     """The realised switch ratio per language and the lexicons' coverage on the ACS model's training data, as the
     experiment runner builds and reports it."""
-    recipe = spec.models['mE5+ACS'].train
+    model = spec.models['mE5+ACS']
     logged = []
-    ExperimentRunner(spec, log=logged.append).training_data(recipe['data'], recipe['code_switching'])
-    return f'{recipe["data"]}, English side, p {recipe["code_switching"].get("p", 0.5)}: {logged[-1]}'
+    handler = logging.Handler()
+    handler.emit = lambda record: logged.append(record.getMessage())
+    logging.getLogger('pyterrier_hybrid').addHandler(handler)
+    logging.getLogger('pyterrier_hybrid').setLevel(logging.INFO)
+    load_training_data(model.data, model.recipe.code_switching)
+    return f'{model.data}, English side, p {model.recipe.code_switching.p}: {logged[-1]}'
 
 
 def summary(perquery: pd.DataFrame) -> pd.DataFrame:

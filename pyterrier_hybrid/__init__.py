@@ -26,6 +26,7 @@ from .data.translation import (
 from .evaluation.measures import DEFAULT_MEASURES, RankDistance
 from .evaluation.settings import Setting, evaluate_settings, lareqa_settings, miracl_languages, miracl_settings
 from .evaluation.statistics import macro_average, macro_average_perquery, paired_tests
+from .training.recipe import CodeSwitching, Recipe, RecipeError
 from .training.rows import TrainingRows, build_rows
 
 __version__ = '0.2.0'
@@ -40,7 +41,7 @@ _LAZY = {
     'evaluate_pooled': '.evaluation.fast',
     'HybridBatchSampler': '.training.sampler',
     'train': '.training.trainer', 'build_trainer': '.training.trainer',
-    'HybridTrainingArguments': '.training.trainer', 'read_recipe': '.training.trainer',
+    'read_recipe': '.training.trainer', 'read_training_record': '.training.trainer',
     'load_experiment': '.experiment.config', 'ExperimentError': '.experiment.config',
     'run_experiment': '.experiment.runner',
 }
@@ -55,6 +56,7 @@ def __getattr__(name: str):
 __all__ = [
     '__version__', 'lareqa', 'ChecksumError', 'set_lareqa_dir', 'lareqa_query_counts',
     'RankDistance', 'DEFAULT_MEASURES',
+    'Recipe', 'CodeSwitching', 'RecipeError',
     'ParallelItem', 'TrainingRows', 'build_rows', 'read_items', 'write_items', 'lareqa_items', 'irds_items',
     'Setting', 'lareqa_settings', 'miracl_settings', 'miracl_languages', 'evaluate_settings', 'macro_average',
     'macro_average_perquery', 'paired_tests',

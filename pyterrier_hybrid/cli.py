@@ -24,13 +24,9 @@ def _shard(value: str) -> tuple[int, int]:
 
 
 def _train(args: argparse.Namespace) -> None:
+    from .training.recipe import recipe_from_arguments
     from .training.trainer import train
-    out = train(args.model, args.data, args.output, strategy=args.strategy, alpha=args.alpha, steps=args.steps,
-                batch_size=args.batch_size, learning_rate=args.learning_rate, temperature=args.temperature,
-                languages=args.languages, max_length=args.max_length, mini_batch_size=args.mini_batch_size,
-                negative_language=args.negative_language, freeze_embeddings=args.freeze_embeddings, seed=args.seed,
-                save_steps=args.save_steps)
-    print(out)
+    print(train(args.model, args.data, args.output, recipe_from_arguments(args), save_steps=args.save_steps))
 
 
 def _index(args: argparse.Namespace) -> None:
@@ -113,7 +109,7 @@ def _run(args: argparse.Namespace) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    from .training.recipe import STRATEGIES
+    from .training.recipe import add_recipe_arguments
     root = argparse.ArgumentParser(prog='pyterrier-hybrid', description='Zero-shot cross-lingual dense retrieval: '
                                    'train encoders, build (sharded) dense indexes.')
     commands = root.add_subparsers(dest='command', required=True)
@@ -123,20 +119,7 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument('model', help='Hub id or local path of the encoder to start from')
     train.add_argument('data', help='lareqa/mlqa-r, lareqa/xquad-r, or a JSONL file of parallel QA items')
     train.add_argument('output', help='directory for the trained checkpoint')
-    train.add_argument('--strategy', choices=list(STRATEGIES), default='hybrid')
-    train.add_argument('--alpha', type=float, help='probability of a monolingual batch (hybrid; default 0.5)')
-    train.add_argument('--steps', type=int, default=1000)
-    train.add_argument('--batch-size', type=int, default=32, help='per device')
-    train.add_argument('--learning-rate', type=float, default=2e-5)
-    train.add_argument('--temperature', type=float, default=0.05,
-                       help="InfoNCE temperature; use the model's pre-training one (E5: 0.01)")
-    train.add_argument('--negative-language', choices=['passage', 'query'], default='passage',
-                       help="hard negatives of cross-lingual pairs: the passage's or the query's language")
-    train.add_argument('--languages', nargs='+', help='train on these languages only')
-    train.add_argument('--max-length', type=int, help='truncate texts to this many tokens')
-    train.add_argument('--mini-batch-size', type=int, help='GradCache mini-batches: large batches, small memory')
-    train.add_argument('--freeze-embeddings', action='store_true', help='keep the word embeddings fixed')
-    train.add_argument('--seed', type=int, default=42)
+    add_recipe_arguments(train)
     train.add_argument('--save-steps', type=int, default=500, help='checkpoint every N steps (resume point)')
     train.set_defaults(run=_train)
 

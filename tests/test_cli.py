@@ -32,7 +32,7 @@ def test_train_command(tiny_model, tmp_path, lareqa_dir):
                '--batch-size', '4', '--temperature', '0.01', '--negative-language', 'query')
     assert done.returncode == 0, done.stderr[-2000:]
     recipe = read_recipe(tmp_path / 'm')
-    assert (recipe['strategy'], recipe['temperature'], recipe['negative_language']) == ('xx-mono', 0.01, 'query')
+    assert (recipe.strategy, recipe.temperature, recipe.negative_language) == ('xx-mono', 0.01, 'query')
 
 
 def test_sharded_index_commands_equal_one_process(tiny_model, tmp_path, lareqa_dir):

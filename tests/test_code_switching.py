@@ -83,4 +83,4 @@ def test_acs_copies_train_in_the_same_trainer(tiny_model, tmp_path, lareqa_dir):
     acs = code_switched_items(english, queries=switcher, passages=switcher, lang='cs')
     assert 0.3 < switcher.stats.ratio() < 0.7
     out = ph.train(tiny_model, {'acs': english + acs}, tmp_path / 'acs', strategy='hybrid', steps=2, batch_size=4)
-    assert ph.read_recipe(out)['languages'] == ['cs', 'en']
+    assert ph.read_training_record(out)['trained_languages'] == ['cs', 'en']

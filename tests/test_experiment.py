@@ -11,6 +11,7 @@ import pytest
 import pyterrier_hybrid as ph
 from pyterrier_hybrid.experiment import runner as experiment
 from pyterrier_hybrid.experiment.config import ExperimentError, load_experiment
+from pyterrier_hybrid.training.trainer import load_training_data
 
 
 def write(tmp_path, text: str, name: str = 'exp.yaml'):
@@ -146,7 +147,7 @@ def experiment_examples() -> Path:
     return Path(__file__).resolve().parents[1] / 'examples'
 
 
-def test_code_switched_training_data_from_an_experiment_file(tmp_path, lareqa_dir):
+def test_code_switched_training_data_from_an_experiment_file(tmp_path, lareqa_dir, caplog):
     from conftest import SHARED
     lexicons = SHARED / 'data' / 'lexicons'
     path = write(tmp_path, f'''
@@ -160,16 +161,14 @@ def test_code_switched_training_data_from_an_experiment_file(tmp_path, lareqa_di
               code_switching: {{lexicons: [{lexicons}/en-de.txt, {lexicons}/en-hi.txt], p: 0.5, side: query}}
         datasets: [lareqa/mlqa-r]
     ''')
-    spec = load_experiment(path)
-    logged = []
-    runner = experiment.ExperimentRunner(spec, log=logged.append)
-    train = dict(spec.models['acs'].train)
-    data = runner.training_data(train['data'], train['code_switching'])
+    model = load_experiment(path).models['acs']
+    with caplog.at_level('INFO', logger='pyterrier_hybrid'):
+        data = load_training_data(model.data, model.recipe.code_switching)
     report = re.fullmatch(r'code-switched 1148 items: lexicon coverage (\S+)% of words, switched (\S+)% of known '
-                          r'words \(de (\S+)%, hi (\S+)%\)', logged[-1])
+                          r'words \(de (\S+)%, hi (\S+)%\)', caplog.messages[-1])
     coverage, switched, de, hi = map(float, report.groups())  # ML-CS: p = 0.5 shared by the two lexicons
     assert coverage > 50 and 45 < switched < 55 and abs(de + hi - switched) < 0.2 and min(de, hi) > 10
-    items = data['acs']
+    items = data['lareqa/mlqa-r']
     english = [i for i in items if i.lang == 'en']
     switched = [i for i in items if i.lang == 'cs']
     assert len(english) == len(switched) == 1148

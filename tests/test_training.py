@@ -25,9 +25,10 @@ def test_trained_checkpoint_loads_everywhere_and_records_its_recipe(tiny_model, 
     from transformers import AutoModel
     out = ph.train(tiny_model, 'lareqa/mlqa-r', tmp_path / 'hybrid', steps=4, batch_size=8, alpha=0.3)
     recipe = ph.read_recipe(out)
-    assert recipe['strategy'] == 'hybrid' and recipe['alpha'] == 0.3 and recipe['steps'] == 4
-    assert recipe['data'] == ['lareqa/mlqa-r'] and recipe['languages'] == ['ar', 'de', 'en', 'es', 'hi', 'vi', 'zh']
-    assert recipe['hard_negatives'] is True and recipe['negative_language'] == 'passage'
+    assert recipe == ph.Recipe(strategy='hybrid', alpha=0.3, steps=4, batch_size=8)
+    record = ph.read_training_record(out)
+    assert record['data'] == ['lareqa/mlqa-r'] and record['base_model'] == str(tiny_model)
+    assert record['trained_languages'] == ['ar', 'de', 'en', 'es', 'hi', 'vi', 'zh'] and record['hard_negatives']
     assert not (tmp_path / 'hybrid.checkpoints').exists()
     encoder = ph.HybridEncoder.from_pretrained(out)
     assert encoder.encoder_config.query_prefix == 'query: '
@@ -43,21 +44,24 @@ def test_same_seed_same_model(tiny_model, tmp_path, lareqa_dir):
     b = ph.train(tiny_model, 'lareqa/mlqa-r', tmp_path / 'b', steps=2, batch_size=4, strategy='xy', seed=7)
     wa, wb = weights(a), weights(b)
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
-    assert ph.read_recipe(a)['alpha'] == 0.0
+    assert ph.read_recipe(a).effective_alpha == 0.0
 
 
 @pytest.mark.parametrize('kwargs,message', [
-    ({'alpha': 1.2}, r'alpha must lie in \[0, 1\]'),
+    ({'alpha': 1.2}, r'alpha: must lie in \[0, 1\]'),
     ({'strategy': 'xx-mono', 'alpha': 0.5}, 'fixes alpha = 1.0'),
     ({'strategy': 'code-switch'}, 'unknown strategy'),
     ({'languages': ['fr']}, "no items in languages fr"),
     ({'languages': ['de'], 'strategy': 'xy'}, 'cross-lingual batches .* use alpha=1'),
-    ({'temperature': 0}, 'temperature must be positive'),
-    ({'negative_language': 'doc'}, 'negative_language must be one of passage, query'),
+    ({'temperature': 0}, 'temperature: must be positive'),
+    ({'negative_language': 'doc'}, "negative_language: unknown value 'doc'; valid: passage, query"),
+    ({'steps': 0}, 'steps: must be a positive number, not 0'),
+    ({'steps': -5}, 'steps: must be a positive number, not -5'),
+    ({'steps': 'forty'}, "steps: expected an integer, not 'forty'"),
 ])
 def test_bad_input_is_refused_before_training(tiny_model, tmp_path, lareqa_dir, kwargs, message):
     with pytest.raises(ValueError, match=message):
-        ph.train(tiny_model, 'lareqa/mlqa-r', tmp_path / 'out', steps=2, batch_size=4, **kwargs)
+        ph.train(tiny_model, 'lareqa/mlqa-r', tmp_path / 'out', **{'steps': 2, 'batch_size': 4, **kwargs})
     assert not (tmp_path / 'out').exists()
 
 
@@ -67,7 +71,7 @@ def test_temperature_sets_the_infonce_scale(tiny_model, tmp_path, lareqa_dir, te
                            temperature=temperature, mini_batch_size=mini_batch_size)
     assert run.trainer.loss.scale == pytest.approx(1 / temperature)
     assert type(run.trainer.loss).__name__.startswith('Cached') == bool(mini_batch_size)
-    assert run.recipe['temperature'] == temperature
+    assert run.record['recipe']['temperature'] == temperature
 
 
 def test_progress_logs_carry_loss_and_throughput(tiny_model, tmp_path, lareqa_dir):

@@ -43,11 +43,8 @@ import yaml
 from pyterrier_hybrid.data import lareqa
 from pyterrier_hybrid.evaluation.measures import parse_measure
 from pyterrier_hybrid.evaluation.settings import KINDS
-from pyterrier_hybrid.training.recipe import STRATEGIES
+from pyterrier_hybrid.training.recipe import Recipe, RecipeError
 
-TRAIN_KEYS = {'base', 'data', 'strategy', 'alpha', 'steps', 'batch_size', 'learning_rate', 'temperature',
-              'max_length', 'freeze_embeddings', 'negative_language', 'seed', 'languages', 'code_switching'}
-CODE_SWITCHING_KEYS = {'lexicons', 'p', 'seed', 'side'}
 MODEL_KEYS = {'pretrained', 'train', 'batch_size', 'quantize'}
 TOP_KEYS = {'name', 'output', 'models', 'datasets', 'settings', 'languages', 'measures', 'baseline', 'correction',
             'run_depth'}
@@ -60,9 +57,12 @@ class ExperimentError(ValueError):
 
 @dataclass
 class ModelSpec:
+    """One model of an experiment: a pretrained checkpoint, or ``base`` fine-tuned on ``data`` with ``recipe``."""
     name: str
     pretrained: str | None = None
-    train: dict | None = None
+    base: str | None = None  # another model's name, or a checkpoint
+    data: str | None = None
+    recipe: Recipe | None = None
     batch_size: int = 32
     quantize: bool = False
 
@@ -73,11 +73,10 @@ class ModelSpec:
         Lexicons count by their contents, not their paths, so the key does not depend on the directory the
         experiment is run from, and an edited lexicon is a new model."""
         definition = asdict(self)
-        switching = (self.train or {}).get('code_switching')
+        switching = self.recipe.code_switching if self.recipe else None
         if switching:
-            definition['train']['code_switching'] = {**switching,
-                                                     'lexicons': [_file_digest(p) for p in switching['lexicons']]}
-        digest = hashlib.sha256(json.dumps(definition, sort_keys=True).encode()).hexdigest()[:10]
+            definition['recipe']['code_switching']['lexicons'] = [_file_digest(p) for p in switching.lexicons]
+        digest = hashlib.sha256(json.dumps(definition, sort_keys=True, default=str).encode()).hexdigest()[:10]
         return f'{self.name}-{digest}'
 
 
@@ -223,34 +222,28 @@ def _validate_model(name: str, model: Any, all_models: Mapping, problems: list, 
         problems.append((where, 'a model has exactly one of pretrained: (a Hub id or path) or train: {...}'))
         return None
     _unknown_keys(model, MODEL_KEYS, where, problems)
-    train = model.get('train')
+    train, recipe = model.get('train'), None
     if train is not None:
         if not isinstance(train, dict):
             problems.append((where + ('train',), 'train is a mapping (base, data, strategy, ...)'))
             return None
-        _unknown_keys(train, TRAIN_KEYS, where + ('train',), problems)
         for key in ('base', 'data'):
             if key not in train:
                 problems.append((where + ('train',), f'missing required key {key!r}'))
-        if train.get('strategy', 'hybrid') not in STRATEGIES:
-            problems.append((where + ('train', 'strategy'),
-                             f'unknown strategy {train["strategy"]!r}; valid: {", ".join(STRATEGIES)}'))
-        alpha = train.get('alpha')
-        if alpha is not None and not (isinstance(alpha, (int, float)) and 0 <= alpha <= 1):
-            problems.append((where + ('train', 'alpha'), f'alpha must lie in [0, 1], not {alpha!r}'))
         if train.get('base') == name:
             problems.append((where + ('train', 'base'), 'a model cannot be trained from itself'))
-        switching = train.get('code_switching')
-        if switching is not None:
-            if not isinstance(switching, dict) or not switching.get('lexicons'):
-                problems.append((where + ('train', 'code_switching'), 'code_switching needs lexicons: [paths]'))
-            else:
-                _unknown_keys(switching, CODE_SWITCHING_KEYS, where + ('train', 'code_switching'), problems)
-                for i, lexicon in enumerate(switching['lexicons']):
-                    if not (base / lexicon).is_file():
-                        problems.append((where + ('train', 'code_switching', 'lexicons', i),
-                                         f'lexicon file {base / lexicon} does not exist'))
-                train = {**train, 'code_switching': {**switching,
-                                                     'lexicons': [str(base / x) for x in switching['lexicons']]}}
-    return ModelSpec(name=name, pretrained=model.get('pretrained'), train=train,
-                     batch_size=model.get('batch_size', 32), quantize=model.get('quantize', False))
+        values = {k: v for k, v in train.items() if k not in ('base', 'data')}
+        switching = values.get('code_switching')
+        if isinstance(switching, dict) and isinstance(switching.get('lexicons'), list):
+            for i, lexicon in enumerate(switching['lexicons']):
+                if not (base / str(lexicon)).is_file():
+                    problems.append((where + ('train', 'code_switching', 'lexicons', i),
+                                     f'lexicon file {base / str(lexicon)} does not exist'))
+            values['code_switching'] = {**switching, 'lexicons': [str(base / x) for x in switching['lexicons']]}
+        try:
+            recipe = Recipe.from_mapping(values)
+        except RecipeError as error:
+            problems.append((where + ('train', *error.field.split('.')), error.message))
+    return ModelSpec(name=name, pretrained=model.get('pretrained'), base=(train or {}).get('base'),
+                     data=(train or {}).get('data'), recipe=recipe, batch_size=model.get('batch_size', 32),
+                     quantize=model.get('quantize', False))

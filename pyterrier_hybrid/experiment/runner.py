@@ -47,31 +47,10 @@ class ExperimentRunner:
         from pyterrier_hybrid.training.trainer import train
         target = self.out / 'models' / model.key
         if not target.exists():
-            recipe = dict(model.train)
-            base = recipe.pop('base')
-            base = self.checkpoint(self.spec.models[base]) if base in self.spec.models else base
-            data = self.training_data(recipe.pop('data'), recipe.pop('code_switching', None))
+            base = self.checkpoint(self.spec.models[model.base]) if model.base in self.spec.models else model.base
             self.log(f'training {model.name} -> {target}')
-            train(base, data, target, **recipe)
+            train(base, model.data, target, model.recipe)
         return str(target)
-
-    def training_data(self, data: str, switching: dict | None):
-        """A model's training data: ``data`` as is, or its English side plus ACS copies (logging the realised
-        switch ratio per language and the lexicons' coverage)."""
-        if switching is None:
-            return data
-        from pyterrier_hybrid.data.code_switching import CodeSwitcher, code_switched_items, load_lexicon
-        from pyterrier_hybrid.training.trainer import load_training_data
-        english = [i for items in load_training_data(data).values() for i in items if i.lang == 'en']
-        switcher = CodeSwitcher([load_lexicon(p) for p in switching['lexicons']], p=switching.get('p', 0.5),
-                                seed=switching.get('seed', 0))
-        side = switching.get('side', 'both')
-        switched = code_switched_items(english, queries=switcher if side in ('both', 'query') else None,
-                                       passages=switcher if side in ('both', 'passage') else None, lang='cs')
-        ratios = ', '.join(f'{lang} {switcher.stats.ratio(lang):.1%}' for lang in switcher.target_langs)
-        self.log(f'code-switched {len(switched)} items: lexicon coverage {switcher.stats.coverage():.1%} of words, '
-                 f'switched {switcher.stats.ratio():.1%} of known words ({ratios})')
-        return {'acs': english + switched}
 
     def perquery(self, model: ModelSpec, dataset_id: str) -> pd.DataFrame:
         """Per-query values of one model on one data set, and its runs (both cached; missing parts computed)."""
