@@ -38,6 +38,8 @@ _LAZY = {
     'DenseIndex': '.retrieval.index', 'FaissRetriever': '.retrieval.index', 'shard_corpus': '.retrieval.index',
     'CorruptIndexError': '.retrieval.index', 'IncompatibleEncoderError': '.retrieval.index',
     'PooledDenseRetrieval': '.retrieval.pooled', 'QueryVectors': '.retrieval.pooled',
+    'LanguageMeans': '.retrieval.bias', 'LanguageBiasRemoval': '.retrieval.bias',
+    'UnknownLanguageError': '.retrieval.bias', 'MissingLanguageError': '.retrieval.bias',
     'evaluate_pooled': '.evaluation.fast',
     'HybridBatchSampler': '.training.sampler',
     'train': '.training.trainer', 'build_trainer': '.training.trainer',
