@@ -116,7 +116,10 @@ def test_a_frame_without_a_language_column_says_how_to_supply_it(parallel):
     docs, queries, means = parallel
     with pytest.raises(MissingLanguageError, match=r"column 'lang'.*get_topics\(\).*method='project'"):
         LanguageBiasRemoval(means)(queries.drop(columns='lang'))
-    assert isinstance(MissingLanguageError('x', [None]), pt.validate.InputValidationError)  # pt.inspect copes
+    removal = LanguageBiasRemoval(means)
+    assert pt.inspect.transformer_outputs(removal, ['qid', 'query_vec'], strict=False) is None  # inspectable
+    with pytest.raises(MissingLanguageError, match="column 'lang'"):
+        pt.inspect.transformer_outputs(removal, ['qid', 'query_vec'], strict=True)
 
 
 def test_a_language_without_an_estimate_is_named_with_the_remedies(parallel):
