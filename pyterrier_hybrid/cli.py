@@ -20,7 +20,8 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter):
 
     @staticmethod
     def _shows_default(action: argparse.Action) -> bool:
-        return bool(action.option_strings) and all(action.default is not off for off in (None, False, argparse.SUPPRESS))
+        return bool(action.option_strings) and all(action.default is not off
+                                                   for off in (None, False, argparse.SUPPRESS))
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         return super()._get_help_string(action) if self._shows_default(action) else action.help
