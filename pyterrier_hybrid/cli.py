@@ -6,10 +6,31 @@ anything else is a bug and keeps its traceback (exit 1).
 from __future__ import annotations
 
 import argparse
+import copy
+import functools
 import sys
 from collections.abc import Sequence
 
 USER_ERRORS = (ValueError, KeyError, FileNotFoundError, FileExistsError, OSError, ConnectionError)
+
+
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Every subcommand's help shows each option's default (also where the option has no help text), except None
+    and False (the option is off)."""
+
+    @staticmethod
+    def _shows_default(action: argparse.Action) -> bool:
+        return bool(action.option_strings) and all(action.default is not off
+                                                   for off in (None, False, argparse.SUPPRESS))
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        return super()._get_help_string(action) if self._shows_default(action) else action.help
+
+    def _format_action(self, action: argparse.Action) -> str:
+        if not action.help and self._shows_default(action):
+            action = copy.copy(action)
+            action.help = '(default: %(default)s)'
+        return super()._format_action(action)
 
 
 def _shard(value: str) -> tuple[int, int]:
@@ -67,15 +88,41 @@ def _retrieve(args: argparse.Namespace) -> None:
     print(f'{args.output}: {run["qid"].nunique()} queries, {len(run)} results')
 
 
-def _evaluate(args: argparse.Namespace) -> None:
+def _dataset(dataset_id: str):
+    """``ir_datasets.load``, saying that an unknown id is one (ir_datasets' KeyError holds only the id)."""
     import ir_datasets
+    try:
+        return ir_datasets.load(dataset_id)
+    except KeyError as error:
+        if error.args != (dataset_id,):
+            raise  # a registered pattern's own explanation, e.g. LAReQA's unknown language
+        raise KeyError(f'unknown data set id {dataset_id!r}: ir_datasets has no such id (ids: '
+                       'https://ir-datasets.com; LAReQA: lareqa/{xquad-r,mlqa-r}[/QUERY_LANG[/DOC_LANG]])') from None
+
+
+def _check_run(path: str, run, judged: set[str], dataset_id: str) -> None:
+    """Fail on a run with no query in the qrels (another data set's run scores 0, silently); warn on a partial one."""
+    qids = set(run['qid'])
+    evaluated = len(qids & judged)
+    if not evaluated:
+        raise ValueError(f'{path}: none of its {len(qids)} queries has qrels in {dataset_id} ({len(judged)} judged '
+                         'queries); is it a run of another data set?')
+    if evaluated < len(qids):
+        print(f'pyterrier-hybrid evaluate: warning: {path}: {len(qids) - evaluated} of its {len(qids)} queries have '
+              f'no qrels in {dataset_id} and are not evaluated', file=sys.stderr)
+
+
+def _evaluate(args: argparse.Namespace) -> None:
     import pyterrier as pt
 
     from .evaluation.measures import parse_measure
-    ir_datasets.load(args.dataset)
+    _dataset(args.dataset)
     measures = [parse_measure(m) for m in args.measures]
     dataset = pt.get_dataset(f'irds:{args.dataset}')
     runs = [pt.io.read_results(path) for path in args.runs]
+    judged = set(dataset.get_qrels()['qid'])
+    for path, run in zip(args.runs, runs):
+        _check_run(path, run, judged, args.dataset)
     table = pt.Experiment(runs, dataset.get_topics(args.query_field), dataset.get_qrels(), measures,
                           names=[str(p) for p in args.runs], baseline=0 if len(runs) > 1 else None,
                           correction=args.correction if len(runs) > 1 else None)
@@ -112,7 +159,8 @@ def parser() -> argparse.ArgumentParser:
     from .training.recipe import add_recipe_arguments
     root = argparse.ArgumentParser(prog='pyterrier-hybrid', description='Zero-shot cross-lingual dense retrieval: '
                                    'train encoders, build (sharded) dense indexes.')
-    commands = root.add_subparsers(dest='command', required=True)
+    commands = root.add_subparsers(dest='command', required=True,
+                                   parser_class=functools.partial(argparse.ArgumentParser, formatter_class=_Help))
 
     train = commands.add_parser('train', help='fine-tune an encoder with hybrid batches or a baseline',
                                 description='Fine-tune MODEL on DATA and save the checkpoint to OUTPUT.')
@@ -125,7 +173,7 @@ def parser() -> argparse.ArgumentParser:
 
     index = commands.add_parser('index', help='encode a corpus into a dense index (optionally one shard of it)',
                                 description='Encode the corpus of an ir_datasets id into a DenseIndex.')
-    index.add_argument('model')
+    index.add_argument('model', help='Hub id or local path of the encoder (a trained checkpoint)')
     index.add_argument('dataset', help='ir_datasets id, e.g. lareqa/xquad-r or miracl/sw')
     index.add_argument('index', help='index directory')
     index.add_argument('--shard', type=_shard, help='encode only shard I of N (round robin), e.g. 0/4')
@@ -137,15 +185,15 @@ def parser() -> argparse.ArgumentParser:
 
     merge = commands.add_parser('merge', help='merge shard indexes 0..N-1 into one',
                                 description='Merge the indexes of --shard 0/N .. N-1/N, in that order.')
-    merge.add_argument('shards', nargs='+')
+    merge.add_argument('shards', nargs='+', help='shard index directories, in shard order 0..N-1')
     merge.add_argument('--output', required=True)
     merge.add_argument('--overwrite', action='store_true')
     merge.set_defaults(run=_merge)
 
     retrieve = commands.add_parser('retrieve', help='retrieve for the queries of a data set into a TREC run',
                                    description='Encode the queries of DATASET and search INDEX.')
-    retrieve.add_argument('model')
-    retrieve.add_argument('index')
+    retrieve.add_argument('model', help='Hub id or local path of the encoder that built INDEX')
+    retrieve.add_argument('index', help='index directory')
     retrieve.add_argument('dataset', help='ir_datasets id whose queries to run')
     retrieve.add_argument('--output', required=True, help='TREC run file (.res or .res.gz)')
     retrieve.add_argument('--num-results', type=int, default=1000)
@@ -158,11 +206,12 @@ def parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser('evaluate', help='evaluate TREC runs on a data set (significance vs the first)',
                                    description='Evaluate RUNS against the qrels of DATASET with pt.Experiment.')
-    evaluate.add_argument('dataset')
-    evaluate.add_argument('runs', nargs='+')
-    evaluate.add_argument('--measures', nargs='+', default=['AP', 'nDCG@10', 'R@100', 'RankDistance'])
-    evaluate.add_argument('--correction', default='holm')
-    evaluate.add_argument('--query-field', default='text')
+    evaluate.add_argument('dataset', help='ir_datasets id whose qrels to evaluate against, e.g. lareqa/xquad-r/de')
+    evaluate.add_argument('runs', nargs='+', help='TREC run files (.res or .res.gz); the first is the baseline')
+    evaluate.add_argument('--measures', nargs='+', default=['AP', 'nDCG@10', 'R@100', 'RankDistance'],
+                          help='ir_measures names, and RankDistance[@k]')
+    evaluate.add_argument('--correction', default='holm', help='multiple-testing correction of the significance tests')
+    evaluate.add_argument('--query-field', default='text', help='query field of the data set')
     evaluate.set_defaults(run=_evaluate)
 
     translate = commands.add_parser(
@@ -176,8 +225,8 @@ def parser() -> argparse.ArgumentParser:
     translate.add_argument('--model', help='seq2seq MT model: NLLB, M2M100 or Marian (opus-mt-{src}-{tgt} allowed)')
     translate.add_argument('--lexicon', nargs='+', help='MUSE lexicons: word-by-word substitution, an offline '
                                                         'stand-in for machine translation')
-    translate.add_argument('--source-lang', default='en')
-    translate.add_argument('--batch-size', type=int, default=32)
+    translate.add_argument('--source-lang', default='en', help='language of the SOURCE items to translate')
+    translate.add_argument('--batch-size', type=int, default=32, help='texts per model call')
     translate.add_argument('--max-length', type=int, default=256, help='tokens kept per text (longer: truncated)')
     translate.add_argument('--cache', help='SQLite translation cache (default OUTPUT.cache.sqlite)')
     translate.add_argument('--shard', type=_shard, help='translate only items I, I+N, ... into '
@@ -188,8 +237,8 @@ def parser() -> argparse.ArgumentParser:
     merge_translations = commands.add_parser(
         'merge-translations', help='join translate --shard outputs 0..N-1 into one training set',
         description='Join the outputs of translate --shard 0/N .. N-1/N into what one run would have written.')
-    merge_translations.add_argument('shards', nargs='+')
-    merge_translations.add_argument('--output', required=True)
+    merge_translations.add_argument('shards', nargs='+', help='the shard outputs OUTPUT.shard-I-of-N.jsonl')
+    merge_translations.add_argument('--output', required=True, help='JSONL file to write')
     merge_translations.set_defaults(run=_merge_translations)
 
     run = commands.add_parser('run', help='run an experiment file (train, encode, evaluate, compare, plot)',

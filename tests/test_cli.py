@@ -1,6 +1,7 @@
 """The pyterrier-hybrid command, run as a user would: in a subprocess."""
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -8,6 +9,7 @@ import sys
 import numpy as np
 
 from pyterrier_hybrid import DenseIndex, read_recipe
+from pyterrier_hybrid.cli import parser
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
@@ -63,3 +65,45 @@ def test_retrieve_evaluate_and_run_commands(tiny_model, tmp_path, lareqa_dir):
     done = cli('run', broken)
     assert done.returncode == 2 and "broken.yaml:4: mesures: unknown key 'mesures'" in done.stderr
     assert 'Traceback' not in done.stderr
+
+
+def _run_file(path, qrels: list[tuple[str, str]]):
+    """A TREC run that ranks each query's judged document first."""
+    path.write_text(''.join(f'{qid} Q0 {docno} 1 1.0 hand\n' for qid, docno in qrels))
+    return path
+
+
+def test_evaluate_refuses_a_run_of_another_data_set_and_warns_on_a_partial_one(tmp_path, lareqa_dir):
+    import ir_datasets
+    th = [(q.query_id, q.doc_id) for q in ir_datasets.load('lareqa/xquad-r/th/th').qrels_iter()]
+    de = [(q.query_id, q.doc_id) for q in ir_datasets.load('lareqa/xquad-r/de/de').qrels_iter()]
+    done = cli('evaluate', 'lareqa/xquad-r/th/th', _run_file(tmp_path / 'de.res', de), '--measures', 'AP')
+    assert done.returncode == 2 and 'Traceback' not in done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f'pyterrier-hybrid evaluate: error: {tmp_path / "de.res"}: none of its 1190 queries has qrels in '
+        'lareqa/xquad-r/th/th (1190 judged queries); is it a run of another data set?']
+    done = cli('evaluate', 'lareqa/xquad-r/th/th', _run_file(tmp_path / 'mixed.res', th[:100] + de[:50]),
+               '--measures', 'AP')
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert 'mixed.res: 50 of its 150 queries have no qrels in lareqa/xquad-r/th/th and are not evaluated' in done.stderr
+
+
+def test_unknown_data_set_id_says_so_in_one_line(tmp_path):
+    done = cli('evaluate', 'no-such/dataset', tmp_path / 'run.res')
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "error: unknown data set id 'no-such/dataset'" in lines[0]
+
+
+def test_every_subcommand_help_shows_defaults_and_describes_positionals():
+    subcommands = next(a for a in parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert {'train', 'index', 'merge', 'retrieve', 'evaluate', 'translate', 'merge-translations', 'run'} <= set(
+        subcommands)
+    for name, command in subcommands.items():
+        text = ' '.join(command.format_help().split())
+        for action in command._actions:
+            if not action.option_strings:
+                assert action.help, f'{name} {action.dest} has no description'
+            elif all(action.default is not off for off in (None, False, argparse.SUPPRESS)):
+                assert f'(default: {action.default})' in text, f'{name} {action.option_strings[0]} hides its default'
+    assert ' '.join(cli('evaluate', '--help').stdout.split()).count('(default: ') == 3

@@ -1,10 +1,14 @@
 """Artificial code-switching on fixed sentences, tiny lexicons and the real ../shared lexicons."""
 from __future__ import annotations
 
+import io
+import urllib.error
+
 import pytest
 from conftest import SHARED
 
 from pyterrier_hybrid import ParallelItem
+from pyterrier_hybrid.data import code_switching
 from pyterrier_hybrid.data.code_switching import CodeSwitcher, Lexicon, code_switched_items, load_lexicon
 
 LEXICONS = SHARED / 'data' / 'lexicons'
@@ -84,3 +88,34 @@ def test_acs_copies_train_in_the_same_trainer(tiny_model, tmp_path, lareqa_dir):
     assert 0.3 < switcher.stats.ratio() < 0.7
     out = ph.train(tiny_model, {'acs': english + acs}, tmp_path / 'acs', strategy='hybrid', steps=2, batch_size=4)
     assert ph.read_training_record(out)['trained_languages'] == ['cs', 'en']
+
+
+def test_lexicon_byte_order_mark_is_not_part_of_the_first_word(tmp_path):
+    path = tmp_path / 'en-de.txt'
+    path.write_bytes('house haus\r\nboat boot\n'.encode('utf-8-sig'))
+    assert load_lexicon(path).entries == {'house': ('haus',), 'boat': ('boot',)}
+
+
+def test_lexicon_that_is_not_utf8_names_file_and_line(tmp_path):
+    path = tmp_path / 'en-de.txt'
+    path.write_bytes(b'house haus\nboat boot\n' + 'fenêtre fenster\n'.encode('latin-1'))
+    with pytest.raises(ValueError, match=r'en-de.txt:3: not UTF-8'):
+        load_lexicon(path)
+
+
+def test_failed_muse_download_leaves_nothing(tmp_path, monkeypatch):
+    def unreachable(url, timeout):
+        raise urllib.error.URLError('offline')
+
+    monkeypatch.setattr(code_switching.urllib.request, 'urlopen', unreachable)
+    with pytest.raises(ConnectionError, match='cannot download the MUSE lexicon .*en-de.txt'):
+        code_switching.muse_lexicon('en', 'de', tmp_path / 'muse')
+    assert [p for p in tmp_path.rglob('*') if p.is_file()] == []
+
+
+def test_muse_download_is_stored_and_read(tmp_path, monkeypatch):
+    monkeypatch.setattr(code_switching.urllib.request, 'urlopen',
+                        lambda url, timeout: io.BytesIO(b'house haus\nboat boot\n'))
+    lexicon = code_switching.muse_lexicon('en', 'de', tmp_path)
+    assert lexicon.entries == {'house': ('haus',), 'boat': ('boot',)}
+    assert [p.name for p in tmp_path.iterdir()] == ['en-de.txt']

@@ -1,8 +1,12 @@
 """The LAReQA ir_datasets ids on the real XQuAD-R and MLQA-R files."""
 from __future__ import annotations
 
+import importlib.metadata
 import io
+import os
 import shutil
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -80,6 +84,36 @@ def test_pyterrier_sees_the_ids(lareqa_dir):
     assert set(dataset.get_qrels()['docno'].str[:3]) == {'en-'}
     texts = pt.text.get_text(dataset, ['text', 'context'])(pd.DataFrame({'qid': ['1'], 'docno': ['en-0000-0']}))
     assert texts['text'][0] in texts['context'][0] and texts['text'][0].startswith('The Panthers defense')
+
+
+def test_get_topics_has_a_query_column_and_the_language_stays_available(lareqa_dir, capsys):
+    dataset = pt.get_dataset('irds:lareqa/xquad-r/de')
+    topics = dataset.get_topics()
+    assert list(topics.columns) == ['qid', 'query'] and len(topics) == 1190
+    assert 'multiple query fields' not in capsys.readouterr().out
+    assert topics.equals(dataset.get_topics('text')) and dataset.get_topics_lang() == 'de'
+    pooled = pt.get_dataset('irds:lareqa/mlqa-r').get_topics()
+    assert set(pooled['qid'].str.split('-').str[0]) == set(lareqa.COLLECTIONS['mlqa-r'])
+    assert {q.lang for q in ir_datasets.load('lareqa/mlqa-r').queries_iter()} == set(lareqa.COLLECTIONS['mlqa-r'])
+
+
+def _installed_entry_point() -> bool:
+    return any(ep.value.split(':')[0] == 'pyterrier_hybrid'
+               for ep in importlib.metadata.entry_points(group='pyterrier.modules'))
+
+
+@pytest.mark.skipif(not _installed_entry_point(), reason="pyterrier_hybrid's pyterrier.modules entry point is not "
+                    'installed in this interpreter (pip install -e . to test it)')
+def test_irds_ids_resolve_after_a_plain_import_pyterrier(lareqa_dir):
+    code = ('import sys, pyterrier as pt\n'
+            "topics = pt.get_dataset('irds:lareqa/xquad-r/de/en').get_topics()\n"
+            "print(len(topics), list(topics.columns), [m for m in ('torch', 'transformers', "
+            "'sentence_transformers') if m in sys.modules])\n")
+    done = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).parents[1],
+                          env={**os.environ, lareqa.ENV_DIR: str(lareqa_dir)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split('\n')[-2] == "1190 ['qid', 'query'] []"
 
 
 def test_unknown_language_lists_valid_ones(lareqa_dir):

@@ -15,9 +15,10 @@ in parallel.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import re
-import tempfile
+import shutil
 import urllib.error
 import urllib.request
 import warnings
@@ -28,6 +29,8 @@ from typing import NamedTuple
 
 import numpy as np
 import regex
+
+from pyterrier_hybrid.atomic import write_atomically
 
 from .items import ParallelItem
 
@@ -50,7 +53,8 @@ def load_lexicon(path: str | os.PathLike, src: str | None = None, tgt: str | Non
     """Read a MUSE-format lexicon; the language pair defaults to the file name (``en-de.txt``).
 
     Raises:
-        ValueError: naming the file and line of a malformed line, or when the pair cannot be inferred.
+        ValueError: naming the file and line of a malformed line or of bytes that are not UTF-8, or when the
+            pair cannot be inferred.
     """
     path = Path(path)
     if src is None or tgt is None:
@@ -59,16 +63,22 @@ def load_lexicon(path: str | os.PathLike, src: str | None = None, tgt: str | Non
             raise ValueError(f'cannot tell the language pair of {path} from its name; pass src= and tgt=')
         src, tgt = src or match['src'], tgt or match['tgt']
     entries: dict[str, list[str]] = {}
-    with open(path, encoding='utf-8') as f:
-        for number, line in enumerate(f, 1):
-            line = line.rstrip('\n\r')
-            if not line.strip():
-                continue
-            source, sep, target = line.partition('\t') if '\t' in line else line.partition(' ')
-            if not sep or not source.strip() or not target.strip() or (' ' in source.strip()):
-                raise ValueError(f'{path}:{number}: expected "source target" (tab-separated for multi-word '
-                                 f'targets), got {line!r}')
-            entries.setdefault(source.strip().lower(), []).append(target.strip())
+    data = path.read_bytes()
+    try:
+        text = data.decode('utf-8-sig')  # -sig: a byte-order mark is not part of the first word
+    except UnicodeDecodeError as error:
+        line = data[:error.start].count(b'\n') + 1
+        raise ValueError(f'{path}:{line}: not UTF-8 ({error.reason} at byte {error.start}); MUSE lexicons are '
+                         'UTF-8 text') from None
+    for number, line in enumerate(io.StringIO(text, newline=None), 1):
+        line = line.rstrip('\n')
+        if not line.strip():
+            continue
+        source, sep, target = line.partition('\t') if '\t' in line else line.partition(' ')
+        if not sep or not source.strip() or not target.strip() or (' ' in source.strip()):
+            raise ValueError(f'{path}:{number}: expected "source target" (tab-separated for multi-word '
+                             f'targets), got {line!r}')
+        entries.setdefault(source.strip().lower(), []).append(target.strip())
     if not entries:
         raise ValueError(f'{path} holds no translation pairs')
     return Lexicon(src, tgt, {k: tuple(dict.fromkeys(v)) for k, v in entries.items()})
@@ -80,18 +90,17 @@ def muse_lexicon(src: str, tgt: str, cache_dir: str | os.PathLike | None = None)
     cache = Path(cache_dir) if cache_dir else ir_datasets.util.home_path() / 'muse'
     target = cache / f'{src}-{tgt}.txt'
     if not target.is_file():
-        cache.mkdir(parents=True, exist_ok=True)
         url = MUSE_URL.format(src=src, tgt=tgt)
-        fd, tmp = tempfile.mkstemp(dir=cache, suffix='.part')
+
+        def fetch(tmp: Path) -> None:
+            with open(tmp, 'wb') as out, urllib.request.urlopen(url, timeout=60) as response:
+                shutil.copyfileobj(response, out, 1 << 20)
+
         try:
-            with os.fdopen(fd, 'wb') as out, urllib.request.urlopen(url, timeout=60) as response:
-                out.write(response.read())
-            os.replace(tmp, target)
+            write_atomically(target, fetch)
         except urllib.error.URLError as error:
             raise ConnectionError(f'cannot download the MUSE lexicon {url} ({error.reason}); offline, pass a '
                                   'local MUSE-format file to load_lexicon') from error
-        finally:
-            Path(tmp).unlink(missing_ok=True)
     return load_lexicon(target, src, tgt)
 
 

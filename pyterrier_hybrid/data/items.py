@@ -35,20 +35,48 @@ class ParallelItem(NamedTuple):
 
 
 def read_items(path: str | os.PathLike) -> list[ParallelItem]:
-    """Items from a JSONL file; a malformed line is reported with its file and line number."""
-    items = []
+    """Items from a JSONL file, each line validated: a bad line is reported with its file and line number.
+
+    Items are aligned across languages by ``id``, so a missing or null id, or a second line with the same
+    (id, lang), would silently pair unrelated items or drop one; both are errors.
+    """
+    items, seen = [], {}
     with open(path, encoding='utf-8') as f:
         for number, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
-                items.append(ParallelItem(str(record['id']), record['lang'], record['query'], record['positive'],
-                                          tuple(record.get('negatives', ()))))
-            except (json.JSONDecodeError, KeyError, TypeError) as error:
-                raise ValueError(f'{path}:{number}: not a training item ({error!r}); expected keys '
-                                 'id, lang, query, positive and optionally negatives') from error
+                item = _item(json.loads(line))
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+                reason = f'missing key {error}' if isinstance(error, KeyError) else str(error)
+                raise ValueError(f'{path}:{number}: not a training item ({reason}); expected keys id (string or '
+                                 'integer), lang, query, positive (strings) and optionally negatives (a list of '
+                                 'strings)') from error
+            first = seen.setdefault((item.id, item.lang), number)
+            if first != number:
+                raise ValueError(f'{path}:{number}: item {item.id!r} in language {item.lang!r} is already on line '
+                                 f'{first}; each (id, lang) may appear once')
+            items.append(item)
     return items
+
+
+def _item(record: object) -> ParallelItem:
+    """One JSON record as an item, with its types checked (str() would turn null into 'None')."""
+    if not isinstance(record, dict):
+        raise TypeError(f'a {type(record).__name__}, not an object')
+    ident = record['id']
+    if isinstance(ident, bool) or not isinstance(ident, (str, int)) or ident == '':
+        raise TypeError(f'id is {json.dumps(ident)}')
+    texts = {key: record[key] for key in ('lang', 'query', 'positive')}
+    for key, value in texts.items():
+        if not isinstance(value, str):
+            raise TypeError(f'{key} is {json.dumps(value, ensure_ascii=False)}, not a string')
+    if not texts['lang']:
+        raise ValueError('lang is empty')
+    negatives = record.get('negatives', [])
+    if not isinstance(negatives, list) or not all(isinstance(n, str) for n in negatives):
+        raise TypeError(f'negatives is {json.dumps(negatives, ensure_ascii=False)[:80]}, not a list of strings')
+    return ParallelItem(str(ident), texts['lang'], texts['query'], texts['positive'], tuple(negatives))
 
 
 def write_items(items: Iterable[ParallelItem], path: str | os.PathLike) -> None:

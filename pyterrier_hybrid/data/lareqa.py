@@ -1,7 +1,8 @@
 """ir_datasets registration of LAReQA (XQuAD-R and MLQA-R) in the Mo / Cr / Mul settings.
 
 LAReQA (Roy et al., EMNLP 2020) turns the parallel QA sets XQuAD and MLQA into sentence retrieval: each
-question must find its answer sentence in every language. Importing :mod:`pyterrier_hybrid` registers:
+question must find its answer sentence in every language. Importing :mod:`pyterrier_hybrid` registers (and so
+does ``import pyterrier`` where the package is installed, through its ``pyterrier.modules`` entry point):
 
 ``lareqa/xquad-r/{q}``, ``lareqa/mlqa-r/{q}`` (Mul)
     The questions in language ``q`` against the pooled candidates of all languages; a question's qrels are
@@ -30,7 +31,7 @@ import functools
 import hashlib
 import json
 import os
-import tempfile
+import shutil
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -40,6 +41,8 @@ from typing import NamedTuple
 import ir_datasets
 from ir_datasets.formats import BaseDocs, BaseQrels, BaseQueries, TrecQrel
 from ir_datasets.indices import Docstore
+
+from pyterrier_hybrid.atomic import write_atomically
 
 NAME = 'lareqa'
 ENV_DIR = 'PYTERRIER_HYBRID_LAREQA_DIR'
@@ -89,10 +92,18 @@ class LareqaDoc(NamedTuple):
 
 
 class LareqaQuery(NamedTuple):
-    """A question; ``query_id`` is ``{lang}-{parallel question id}``."""
+    """A question; ``query_id`` is ``{lang}-{parallel question id}``.
+
+    ``text`` is the only field, so PyTerrier's ``get_topics()`` names it ``query`` as for any one-field collection
+    (a second field would leave the topics without a ``query`` column). The language is the id's prefix: ``lang``
+    here, ``queries_lang()`` for a one-language id, ``topics['qid'].str.split('-').str[0]`` in a DataFrame."""
     query_id: str
     text: str
-    lang: str
+
+    @property
+    def lang(self) -> str:
+        """The question's language, from its id."""
+        return self.query_id.split('-', 1)[0]
 
     def default_text(self) -> str:
         """The question (ir_datasets' text accessor)."""
@@ -147,24 +158,19 @@ def _verify(path: Path, rel: str) -> None:
 
 
 def _download(rel: str, target: Path) -> None:
-    """Download ``rel`` to ``target`` through a temporary file, so a failure leaves nothing behind."""
-    collection = rel.split('/')[0]
-    url = f'{_UPSTREAM}/{_COMMITS[collection]}/{rel}'
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name, suffix='.part')
+    """Download ``rel`` to ``target`` and verify it; a failed or corrupt download leaves nothing behind."""
+    url = f'{_UPSTREAM}/{_COMMITS[rel.split("/")[0]]}/{rel}'
+
+    def fetch(tmp: Path) -> None:
+        with open(tmp, 'wb') as out, urllib.request.urlopen(url, timeout=60) as response:
+            shutil.copyfileobj(response, out, 1 << 20)
+        _verify(tmp, rel)
+
     try:
-        with os.fdopen(fd, 'wb') as out, urllib.request.urlopen(url, timeout=60) as response:
-            while block := response.read(1 << 20):
-                out.write(block)
-        _verify(Path(tmp), rel)
-        os.replace(tmp, target)
+        write_atomically(target, fetch)
     except urllib.error.URLError as error:
-        Path(tmp).unlink(missing_ok=True)
         raise ConnectionError(f'cannot download {url} ({error.reason}); offline, set {ENV_DIR} to a directory '
                               'holding xquad-r/*.json and mlqa-r/*.json') from error
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def source_path(collection: str, lang: str) -> Path:
@@ -212,7 +218,7 @@ def _load_language(collection: str, lang: str) -> _Language:
             hits = [d for d, (b, e) in zip(doc_ids, breaks) if b <= start < e]
             if len(hits) != 1:
                 raise ValueError(f'lareqa/{collection}/{lang}: answer of {qa["id"]} lies in no single sentence')
-            queries[qa['id']] = LareqaQuery(f'{lang}-{qa["id"]}', qa['question'], lang)
+            queries[qa['id']] = LareqaQuery(f'{lang}-{qa["id"]}', qa['question'])
             answers[qa['id']] = hits[0]
     return _Language(tuple(docs), queries, answers)
 
