@@ -43,6 +43,12 @@ def test_length_sorted_batches_equal_one_at_a_time(tiny_encoder):
     assert tiny_encoder.encode([]).shape == (0, 32)
 
 
+def test_query_vectors_with_gradients_are_the_query_vectors(tiny_encoder):
+    with_gradients = tiny_encoder.encode_queries_torch(TINY_TEXTS[:3])
+    assert with_gradients.requires_grad
+    np.testing.assert_allclose(with_gradients.detach().numpy(), tiny_encoder.encode_queries(TINY_TEXTS[:3]), atol=1e-5)
+
+
 def test_pyterrier_modes(tiny_encoder):
     queries = pd.DataFrame({'qid': ['1', '2', '3'], 'query': [TINY_TEXTS[0], TINY_TEXTS[2], TINY_TEXTS[0]]})
     encoded = tiny_encoder(queries)

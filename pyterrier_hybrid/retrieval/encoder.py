@@ -57,7 +57,7 @@ class EncoderConfig:
 
 
 def _text_problem(text: Any) -> str | None:
-    """Why a text cannot be encoded faithfully, or None. Checks the first visible character only when it must."""
+    """Why a text cannot be encoded faithfully, or None (cheap: the visibility scan stops at the first visible one)."""
     if text is None or (isinstance(text, float) and np.isnan(text)):
         return 'empty'
     if not isinstance(text, str):
@@ -218,9 +218,9 @@ class HybridEncoder(pyterrier_dr.BiEncoder):
 
     def encode_queries_torch(self, texts: list[str], batch_size: int | None = None) -> torch.Tensor:
         """Query vectors with gradients (for training); no length sorting, one batch."""
+        from sentence_transformers.util import batch_to_device
         features = self.model.preprocess(texts, prompt=self.encoder_config.query_prefix)
-        features = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
-        vectors = self.model(features)['sentence_embedding']
+        vectors = self.model(batch_to_device(features, self.device))['sentence_embedding']
         return torch.nn.functional.normalize(vectors, dim=-1) if self.encoder_config.normalize else vectors
 
     # --- encoding --------------------------------------------------------------------------------------------
