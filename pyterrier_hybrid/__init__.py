@@ -34,7 +34,6 @@ __version__ = '0.2.0'
 # Heavy (torch) names, imported on first use: name -> submodule.
 _LAZY = {
     'HybridEncoder': '.retrieval.encoder', 'EncoderConfig': '.retrieval.encoder',
-    'read_encoder_config': '.retrieval.encoder',
     'DenseIndex': '.retrieval.index', 'FaissRetriever': '.retrieval.index', 'shard_corpus': '.retrieval.index',
     'CorruptIndexError': '.retrieval.index', 'IncompatibleEncoderError': '.retrieval.index',
     'PooledDenseRetrieval': '.retrieval.pooled', 'QueryVectors': '.retrieval.pooled',

@@ -27,9 +27,11 @@ TINY_TEXTS = [
 ]
 
 
-def build_tiny_model(path: Path, *, pooling: str = 'mean', prompts: bool = True) -> Path:
-    """A randomly initialised 2-layer BERT with a WordPiece vocabulary trained here, saved with
-    sentence-transformers' files, so it loads with HybridEncoder, SentenceTransformer and AutoModel."""
+def build_tiny_model(path: Path, *, pooling: str = 'mean', prompts: bool = True, texts: list[str] = TINY_TEXTS,
+                     vocab_size: int = 300, sentence_transformers_files: bool = True) -> Path:
+    """A randomly initialised 2-layer BERT with a WordPiece vocabulary trained here (on ``texts``), saved with
+    sentence-transformers' files, so it loads with HybridEncoder, SentenceTransformer and AutoModel; without them
+    (``sentence_transformers_files=False``) it is a plain Hugging Face checkpoint."""
     import json
 
     import torch
@@ -41,7 +43,7 @@ def build_tiny_model(path: Path, *, pooling: str = 'mean', prompts: bool = True)
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tokenizer.decoder = decoders.WordPiece()
     special = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]']
-    tokenizer.train_from_iterator(TINY_TEXTS * 4, trainers.WordPieceTrainer(vocab_size=300, special_tokens=special))
+    tokenizer.train_from_iterator(texts * 4, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=special))
     tokenizer.post_processor = processors.TemplateProcessing(
         single='[CLS] $A [SEP]', pair='[CLS] $A [SEP] $B [SEP]',
         special_tokens=[('[CLS]', tokenizer.token_to_id('[CLS]')), ('[SEP]', tokenizer.token_to_id('[SEP]'))])
@@ -52,6 +54,8 @@ def build_tiny_model(path: Path, *, pooling: str = 'mean', prompts: bool = True)
                         num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
     BertModel(config).save_pretrained(path)
     fast.save_pretrained(path)
+    if not sentence_transformers_files:
+        return path
     (path / '1_Pooling').mkdir(exist_ok=True)
     (path / '1_Pooling' / 'config.json').write_text(json.dumps({
         'word_embedding_dimension': 32, 'pooling_mode_cls_token': pooling == 'cls',

@@ -1,13 +1,17 @@
-"""Bi-encoders as PyTerrier transformers: any Hugging Face / sentence-transformers checkpoint, fast on CPU and GPU.
+"""Bi-encoders as PyTerrier transformers: any sentence-transformers or Hugging Face checkpoint, fast on CPU and GPU.
 
 :class:`HybridEncoder` is a :class:`pyterrier_dr.BiEncoder`, so ``encoder >> index``, ``encoder.text_scorer()``
-and pyterrier-dr's indexes and retrievers all work with it. It runs the Transformer itself rather than through
-``SentenceTransformer.encode`` so that it can sort by token length (minimal padding), quantise to int8 for CPU
-inference, and read pooling, normalisation, prompts and max length from the checkpoint's own files.
+and pyterrier-dr's indexes and retrievers all work with it. It is backed by
+:class:`sentence_transformers.SentenceTransformer`, so every module of a checkpoint runs (any pooling, Dense heads,
+Normalize, custom modules) and a checkpoint gives the vectors here that it gave in training. Around
+``SentenceTransformer.encode`` it adds what makes encoding fast: batches of similar *token* length, bf16/fp16 on a
+GPU and int8 attention on CPU.
 """
 from __future__ import annotations
 
+import inspect
 import json
+import unicodedata
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -22,62 +26,80 @@ from pyterrier_dr.biencoder import BiDocEncoder, BiQueryEncoder
 
 @dataclass(frozen=True)
 class EncoderConfig:
-    """How a checkpoint turns text into a vector; read from its sentence-transformers files."""
-    pooling: str = 'mean'  # 'mean' or 'cls'
-    normalize: bool = True  # unit vectors, so that an inner-product index serves cosine similarity
-    query_prefix: str = ''
-    doc_prefix: str = ''
-    max_length: int = 512
-    similarity: str = 'cosine'  # 'cosine' or 'dot'; stored with an index and checked against it
+    """What a loaded checkpoint does to a text, as an index records it: its modules, prompts and similarity."""
+    modules: tuple[str, ...]  # the sentence-transformers modules in order, e.g. ('Transformer', 'Pooling', 'Dense')
+    pooling: str  # the Pooling module's mode ('mean', 'cls', 'max', 'weightedmean', 'lasttoken', 'mean+max'...)
+    normalize: bool  # unit vectors, so that an inner-product index serves cosine similarity
+    query_prefix: str
+    doc_prefix: str
+    max_length: int | None  # tokens kept (prompt included); longer texts are truncated
+    similarity: str  # 'cosine' or 'dot'; stored with an index and checked against it
 
     def __post_init__(self):
-        if self.pooling not in ('mean', 'cls'):
-            raise ValueError(f"pooling must be 'mean' or 'cls', not {self.pooling!r}")
         if self.similarity not in ('cosine', 'dot'):
             raise ValueError(f"similarity must be 'cosine' or 'dot', not {self.similarity!r}")
         if self.similarity == 'cosine' and not self.normalize:
             raise ValueError('cosine similarity is served as inner product over unit vectors: it needs normalize=True')
 
+    @classmethod
+    def of(cls, model) -> EncoderConfig:
+        """The config of a loaded ``SentenceTransformer``: its prompts 'query' and 'passage' (or 'document')."""
+        from sentence_transformers.sentence_transformer.modules import Normalize, Pooling
+        pooling = next((m.pooling_mode for m in model if isinstance(m, Pooling)), '')
+        similarity = 'dot' if model.similarity_fn_name == 'dot' else 'cosine'
+        prompts = model.prompts or {}
+        return cls(modules=tuple(type(m).__name__ for m in model),
+                   pooling=pooling if isinstance(pooling, str) else '+'.join(pooling),
+                   normalize=similarity == 'cosine' or any(isinstance(m, Normalize) for m in model),
+                   query_prefix=prompts.get('query', ''),
+                   doc_prefix=prompts.get('passage') or prompts.get('document', ''),
+                   max_length=model.max_seq_length, similarity=similarity)
 
-def _read_json(name_or_path: str, filename: str) -> dict | list | None:
-    """A checkpoint file as JSON, from a local directory or the Hub cache; None when the checkpoint lacks it."""
-    local = Path(name_or_path)
-    if local.is_dir():
-        path = local / filename
-        return json.loads(path.read_text()) if path.is_file() else None
-    from transformers.utils import cached_file
-    path = cached_file(name_or_path, filename, _raise_exceptions_for_missing_entries=False)
-    return json.loads(Path(path).read_text()) if path else None
+
+def _text_problem(text: Any) -> str | None:
+    """Why a text cannot be encoded faithfully, or None (cheap: the visibility scan stops at the first visible one)."""
+    if text is None or (isinstance(text, float) and np.isnan(text)):
+        return 'empty'
+    if not isinstance(text, str):
+        return 'non-string'
+    if not any(not c.isspace() and unicodedata.category(c) != 'Cf' for c in text):
+        return 'empty'  # whitespace or format characters only (zero-width space / joiner, BOM...)
+    try:
+        text.encode('utf-8')
+    except UnicodeEncodeError:
+        return 'lone-surrogate'
+    return None
 
 
-def read_encoder_config(name_or_path: str, tokenizer_max_length: int | None = None) -> EncoderConfig:
-    """Pooling, normalisation, prompts and max length as sentence-transformers would use them."""
-    modules = _read_json(name_or_path, 'modules.json') or []
-    pooling_path = next((m['path'] for m in modules if m['type'].endswith('.Pooling')), '1_Pooling')
-    pooling_cfg = _read_json(name_or_path, f'{pooling_path}/config.json') or {}
-    st_cfg = _read_json(name_or_path, 'config_sentence_transformers.json') or {}
-    bert_cfg = _read_json(name_or_path, 'sentence_bert_config.json') or {}
-    prompts = st_cfg.get('prompts', {})
-    similarity = 'dot' if st_cfg.get('similarity_fn_name') == 'dot' else 'cosine'
-    max_length = bert_cfg.get('max_seq_length') or tokenizer_max_length or 512
-    return EncoderConfig(
-        pooling='cls' if pooling_cfg.get('pooling_mode_cls_token') else 'mean',
-        normalize=similarity == 'cosine' or any(m['type'].endswith('.Normalize') for m in modules),
-        query_prefix=prompts.get('query', ''),
-        doc_prefix=prompts.get('passage', prompts.get('document', '')),
-        max_length=min(max_length, tokenizer_max_length or max_length),
-        similarity=similarity,
-    )
+_TEXT_PROBLEMS = {  # problem -> (exception, what the message says)
+    'non-string': (TypeError, 'non-string {field!r} value(s) (found {types})'),
+    'lone-surrogate': (ValueError, '{field!r} value(s) with a lone surrogate, not valid Unicode'),
+    'empty': (ValueError, 'empty {field!r} value(s)'),
+}
 
 
 def _check_texts(inp: pd.DataFrame, text_field: str, id_field: str) -> None:
-    """Empty texts encode to the prefix alone, which silently matches everything equally: refuse them."""
-    empty = inp[text_field].isna() | (inp[text_field].astype(str).str.strip() == '')
-    if empty.any():
-        ids = inp.loc[empty, id_field].astype(str).tolist() if id_field in inp.columns else []
-        shown = ', '.join(ids[:5]) + (' ...' if len(ids) > 5 else '')
-        raise ValueError(f'{int(empty.sum())} empty {text_field!r} value(s) ({id_field}: {shown}); '
-                         'drop or fill them before encoding')
+    """Refuse texts that would encode to something meaningless without a word: empty ones (whitespace or invisible
+    format characters only encode to the prompt alone, which matches everything equally), non-strings (5 would be
+    encoded as '5') and lone surrogates (not text; the tokenizer fails on them obscurely)."""
+    problems = inp[text_field].map(_text_problem)
+    for problem, (error, description) in _TEXT_PROBLEMS.items():
+        bad = (problems == problem).to_numpy()
+        if bad.any():
+            ids = (inp[id_field] if id_field in inp.columns else inp.index.to_series()).astype(str)[bad].tolist()
+            types = ', '.join(sorted({type(t).__name__ for t in inp[text_field][bad]}))
+            shown = ', '.join(ids[:5]) + (' ...' if len(ids) > 5 else '')
+            raise error(f'{int(bad.sum())} {description.format(field=text_field, types=types)} ({id_field}: {shown}); '
+                        'drop or fix them before encoding')
+
+
+def _check_docnos(inp: pd.DataFrame) -> None:
+    """An index stores docnos as strings: a number would be stored as another docno than the qrels name."""
+    bad = ~inp['docno'].map(lambda docno: isinstance(docno, str)).to_numpy()
+    if bad.any():
+        rows = ', '.join(f'row {i}: {d!r} ({type(d).__name__})' for i, d in zip(np.flatnonzero(bad)[:5],
+                                                                              inp['docno'][bad]))
+        raise TypeError(f'{int(bad.sum())} non-string docno value(s) ({rows}); docnos must be strings')
 
 
 class HybridQueryEncoder(BiQueryEncoder):
@@ -93,10 +115,11 @@ class HybridQueryEncoder(BiQueryEncoder):
 
 
 class HybridDocEncoder(BiDocEncoder):
-    """Adds ``doc_vec``; refuses empty documents."""
+    """Adds ``doc_vec``; refuses empty documents and non-string docnos."""
 
     def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
-        pt.validate.columns(inp, includes=[self.text_field])
+        pt.validate.columns(inp, includes=['docno', self.text_field])
+        _check_docnos(inp)
         _check_texts(inp, self.text_field, 'docno')
         model = self.bi_encoder_model
         vectors = model.encode(inp[self.text_field].tolist(), model.encoder_config.doc_prefix, self.batch_size,
@@ -115,58 +138,60 @@ class HybridEncoder(pyterrier_dr.BiEncoder):
         retriever = encoder >> index.retriever()
     """
 
-    def __init__(self, model: torch.nn.Module, tokenizer: Any, config: EncoderConfig, *, model_name: str = '',
+    def __init__(self, model: torch.nn.Module, config: EncoderConfig, *, model_name: str = '',
                  batch_size: int = 32, text_field: str = 'text', verbose: bool = False,
-                 device: torch.device | None = None, quantized: bool = False):
+                 device: torch.device | None = None, quantized: bool = False, trust_remote_code: bool = False):
         super().__init__(batch_size=batch_size, text_field=text_field, verbose=verbose)
-        self.model, self.tokenizer, self.encoder_config = model, tokenizer, config
-        self.model_name, self.quantized = model_name, quantized
-        self.device = device or next(model.parameters()).device
-        self.max_length = config.max_length
+        self.model, self.encoder_config = model, config
+        self.model_name, self.quantized, self.trust_remote_code = model_name, quantized, trust_remote_code
+        self.device = device or model.device
+        self.dimension = int(model.get_embedding_dimension() or model.encode(['dimension']).shape[1])
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | Path, *, pooling: str | None = None, normalize: bool | None = None,
+    def from_pretrained(cls, name_or_path: str | Path, *, normalize: bool | None = None,
                         query_prefix: str | None = None, doc_prefix: str | None = None,
                         max_length: int | None = None, similarity: str | None = None, batch_size: int = 32,
                         text_field: str = 'text', device: str | None = None, quantize: bool = False,
-                        verbose: bool = False) -> HybridEncoder:
-        """Load a checkpoint by Hub name or local path; every keyword overrides what the checkpoint says.
+                        trust_remote_code: bool = False, verbose: bool = False) -> HybridEncoder:
+        """Load a checkpoint by Hub name or local path as ``SentenceTransformer`` loads it.
+
+        A plain Hugging Face checkpoint (no ``modules.json``) gets sentence-transformers' default: mean pooling
+        (last-token pooling for a causal language model). Pooling and heads are the checkpoint's own: retraining,
+        not a keyword, changes them.
 
         Args:
             name_or_path: a Hub id (``intfloat/multilingual-e5-small``) or a local directory.
-            pooling, normalize, query_prefix, doc_prefix, max_length, similarity: override the checkpoint's config.
+            normalize, query_prefix, doc_prefix, max_length, similarity: override the checkpoint's config
+                (its prompts 'query' and 'passage' or 'document', its ``max_seq_length`` and similarity).
             batch_size: texts per forward pass.
             text_field: the document column to encode (e.g. ``'context'`` for LAReQA paragraphs).
             device: ``'cpu'``, ``'cuda'``...; a GPU is used when present, in bf16 (fp16 where bf16 is unsupported).
-            quantize: int8 dynamic quantisation of the linear layers, for CPU inference.
+            quantize: int8 dynamic quantisation of the attention projections, for CPU inference.
+            trust_remote_code: run Python code shipped with the checkpoint (an ``auto_map`` or a custom module).
+                Only this argument allows it: a checkpoint's own config cannot.
             verbose: progress bars.
         """
-        from transformers import AutoModel, AutoTokenizer
+        from sentence_transformers import SentenceTransformer
         name_or_path = str(name_or_path)
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-        except (OSError, ValueError) as error:
-            raise OSError(f'cannot load a tokenizer from {name_or_path!r}: {error}') from error
-        config = read_encoder_config(name_or_path, tokenizer_max_length=_tokenizer_limit(tokenizer))
-        overrides = dict(pooling=pooling, normalize=normalize, query_prefix=query_prefix, doc_prefix=doc_prefix,
-                         max_length=max_length, similarity=similarity)
-        config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
-        model_args = (_read_json(name_or_path, 'sentence_bert_config.json') or {}).get('model_args', {})
-        try:
-            model = AutoModel.from_pretrained(name_or_path, **model_args)
-        except Exception as error:  # safetensors, torch and transformers each raise their own types
-            raise OSError(f'cannot load model weights from {name_or_path!r} (missing or corrupt checkpoint?): '
-                          f'{error}') from error
         target = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+        if quantize and target.type != 'cpu':
+            raise ValueError('quantize=True is the int8 CPU path; use device="cpu"')
+        try:
+            model = SentenceTransformer(name_or_path, device=str(target), trust_remote_code=trust_remote_code,
+                                        model_kwargs=_without_pooler(name_or_path, trust_remote_code))
+        except Exception as error:  # safetensors, json, torch and transformers each raise their own types
+            raise _load_error(name_or_path, error) from error
+        overrides = dict(normalize=normalize, query_prefix=query_prefix, doc_prefix=doc_prefix,
+                         max_length=max_length, similarity=similarity)
+        config = replace(EncoderConfig.of(model), **{k: v for k, v in overrides.items() if v is not None})
+        if max_length is not None:
+            model.max_seq_length = max_length
         if quantize:
-            if target.type != 'cpu':
-                raise ValueError('quantize=True is the int8 CPU path; use device="cpu"')
-            model = _quantize_int8(model)
+            _quantize_int8(model.transformers_model)
         elif target.type == 'cuda':
             model = model.to(torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
-        model = model.to(target).eval()
-        return cls(model, tokenizer, config, model_name=name_or_path, batch_size=batch_size, text_field=text_field,
-                   verbose=verbose, device=target, quantized=quantize)
+        return cls(model.eval(), config, model_name=name_or_path, batch_size=batch_size, text_field=text_field,
+                   verbose=verbose, device=target, quantized=quantize, trust_remote_code=trust_remote_code)
 
     # --- the BiEncoder contract ------------------------------------------------------------------------------
 
@@ -182,8 +207,8 @@ class HybridEncoder(pyterrier_dr.BiEncoder):
         return pyterrier_dr.SimFn.dot
 
     @property
-    def dimension(self) -> int:
-        return int(self.model.config.hidden_size)
+    def max_length(self) -> int | None:
+        return self.encoder_config.max_length
 
     def encode_queries(self, texts, batch_size: int | None = None) -> np.ndarray:
         return self.encode(list(texts), self.encoder_config.query_prefix, batch_size)
@@ -193,50 +218,44 @@ class HybridEncoder(pyterrier_dr.BiEncoder):
 
     def encode_queries_torch(self, texts: list[str], batch_size: int | None = None) -> torch.Tensor:
         """Query vectors with gradients (for training); no length sorting, one batch."""
-        batch = self.tokenizer([self.encoder_config.query_prefix + t for t in texts], padding=True,
-                               truncation=True, max_length=self.max_length, return_tensors='pt').to(self.device)
-        return self._pool(self.model(**batch).last_hidden_state, batch['attention_mask'])
+        from sentence_transformers.util import batch_to_device
+        features = self.model.preprocess(texts, prompt=self.encoder_config.query_prefix)
+        vectors = self.model(batch_to_device(features, self.device))['sentence_embedding']
+        return torch.nn.functional.normalize(vectors, dim=-1) if self.encoder_config.normalize else vectors
 
     # --- encoding --------------------------------------------------------------------------------------------
 
     def encode(self, texts: list[str], prefix: str = '', batch_size: int | None = None,
                verbose: bool | None = None) -> np.ndarray:
-        """Encode texts in batches of similar token length, longest first (so a memory peak shows at once)."""
+        """``SentenceTransformer.encode``, one batch of similar token length at a time, longest first (so a memory
+        peak shows at once). sentence-transformers sorts by characters, which in a multilingual corpus batches a
+        Chinese sentence with English ones of the same characters but a fraction of its tokens, all padded."""
         batch_size = batch_size or self.batch_size
         verbose = self.verbose if verbose is None else verbose
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
         if not texts:
             return out
-        ids = self.tokenizer([prefix + t for t in texts], truncation=True, max_length=self.max_length,
-                             add_special_tokens=True)['input_ids']
-        order = np.argsort([-len(i) for i in ids], kind='stable')
+        order = np.argsort([-n for n in self._token_lengths(texts, prefix)], kind='stable')
         starts = range(0, len(texts), batch_size)
         if verbose and len(texts) > batch_size:
             starts = pt.tqdm(starts, desc='encoding', unit='batch')
-        pad_id = self.tokenizer.pad_token_id or 0
         with torch.inference_mode():
             for start in starts:
                 rows = order[start:start + batch_size]
-                width = len(ids[rows[0]])
-                input_ids = np.full((len(rows), width), pad_id, dtype=np.int64)
-                mask = np.zeros((len(rows), width), dtype=np.int64)
-                for r, row in enumerate(rows):
-                    input_ids[r, :len(ids[row])] = ids[row]
-                    mask[r, :len(ids[row])] = 1
-                input_ids, mask = torch.from_numpy(input_ids).to(self.device), torch.from_numpy(mask).to(self.device)
-                hidden = self.model(input_ids=input_ids, attention_mask=mask).last_hidden_state
-                out[rows] = self._pool(hidden, mask).float().cpu().numpy()
+                vectors = self.model.encode([texts[i] for i in rows], prompt=prefix, batch_size=len(rows),
+                                            convert_to_tensor=True, show_progress_bar=False,
+                                            normalize_embeddings=self.encoder_config.normalize)
+                out[rows] = vectors.float().cpu().numpy()
         return out
 
-    def _pool(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        if self.encoder_config.pooling == 'cls':
-            pooled = hidden[:, 0]
-        else:
-            weights = mask.unsqueeze(-1).to(hidden.dtype)  # (batch, tokens, 1)
-            pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
-        if self.encoder_config.normalize:
-            pooled = torch.nn.functional.normalize(pooled.float(), dim=-1)
-        return pooled
+    def _token_lengths(self, texts: list[str], prefix: str) -> list[int]:
+        """Token counts as the model sees them (prompt and special tokens included, truncated); character counts for
+        a model without a Hugging Face tokenizer (static embeddings...)."""
+        tokenizer = getattr(self.model[0], 'tokenizer', None)
+        if not callable(tokenizer):
+            return [len(prefix) + len(t) for t in texts]
+        return [len(ids) for ids in tokenizer([prefix + t for t in texts], truncation=True,
+                                              max_length=self.max_length)['input_ids']]
 
     # --- metadata --------------------------------------------------------------------------------------------
 
@@ -254,18 +273,54 @@ class HybridEncoder(pyterrier_dr.BiEncoder):
         return super().__rshift__(other)
 
     def __repr__(self) -> str:
-        suffix = ', quantize=True' if self.quantized else ''
+        suffix = (', quantize=True' if self.quantized else '') + (
+            ', trust_remote_code=True' if self.trust_remote_code else '')
         return f'HybridEncoder.from_pretrained({self.model_name!r}{suffix})'
 
 
-def _tokenizer_limit(tokenizer) -> int | None:
-    """The tokenizer's max length, ignoring the huge sentinel transformers uses for 'unset'."""
-    limit = getattr(tokenizer, 'model_max_length', None)
-    return limit if limit and limit < 100_000 else None
+def _without_pooler(name_or_path: str, trust_remote_code: bool) -> dict:
+    """``add_pooling_layer=False`` for a local BERT-like checkpoint whose weights hold no pooler (#17).
+
+    sentence-transformers never uses the pooler of such models, and mE5 drops it (its ``model_args`` say
+    ``add_pooling_layer: false``), but ``SentenceTransformer.save`` forgets those ``model_args``: every model
+    fine-tuned from mE5 would otherwise load with a random pooler and a LOAD REPORT calling it MISSING."""
+    local = Path(name_or_path)
+    single, index = local / 'model.safetensors', local / 'model.safetensors.index.json'
+    if index.is_file():
+        keys = json.loads(index.read_text(encoding='utf-8'))['weight_map']
+    elif single.is_file():
+        from safetensors import safe_open
+        with safe_open(str(single), 'pt') as weights:
+            keys = list(weights.keys())
+    else:
+        return {}
+    if any('pooler.' in key for key in keys):
+        return {}
+    from transformers import MODEL_MAPPING, AutoConfig
+    config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    model_class = MODEL_MAPPING.get(type(config), None)
+    accepts = model_class is not None and 'add_pooling_layer' in inspect.signature(model_class.__init__).parameters
+    return {'add_pooling_layer': False} if accepts else {}
+
+
+def _load_error(name_or_path: str, error: Exception) -> Exception:
+    """The error to raise when a checkpoint does not load: it names the corrupt JSON file when one is."""
+    local = Path(name_or_path)
+    for path in sorted(local.rglob('*.json')) if local.is_dir() else ():
+        try:
+            json.loads(path.read_text(encoding='utf-8'))
+        except (ValueError, UnicodeDecodeError) as corrupt:
+            return OSError(f'{path} is not valid JSON ({corrupt}); the checkpoint {name_or_path!r} is corrupt')
+    if 'trust_remote_code' in str(error):
+        return OSError(f'{name_or_path!r} asks to run Python code it ships; pass trust_remote_code=True if you '
+                       f'trust it: {error}')
+    return OSError(f'cannot load the checkpoint {name_or_path!r} (missing or corrupt?): '
+                   f'{type(error).__name__}: {error}')
 
 
 def _quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
-    """Dynamic int8 quantisation of the attention projections (query, key, value, output), per output channel.
+    """Dynamic int8 quantisation, in place, of the attention projections (query, key, value, output), per output
+    channel.
 
     The feed-forward layers stay fp32: dynamic quantisation scales each activation tensor as a whole, and the
     feed-forward inputs carry outlier channels that such scales crush. On multilingual-e5-small, quantising every
@@ -274,4 +329,4 @@ def _quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
     layers = {name: per_channel_dynamic_qconfig for name, module in model.named_modules()
               if isinstance(module, torch.nn.Linear) and '.attention.' in f'.{name}.'}
-    return quantize_dynamic(model, layers, dtype=torch.qint8)
+    return quantize_dynamic(model, layers, dtype=torch.qint8, inplace=True)
