@@ -379,7 +379,8 @@ def _build_lock(path: Path, *, required: bool = True) -> Iterator[bool]:
         yield fd is not None
     finally:
         if fd is not None:
-            os.unlink(lock)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(lock)
             os.close(fd)
 
 
