@@ -44,6 +44,12 @@ def _shard(value: str) -> tuple[int, int]:
     return index, count
 
 
+def _positive_int(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f'expected a positive integer, not {value!r}')
+    return int(value)
+
+
 def _train(args: argparse.Namespace) -> None:
     from .training.recipe import recipe_from_arguments
     from .training.trainer import train
@@ -57,12 +63,14 @@ def _index(args: argparse.Namespace) -> None:
     from .retrieval.encoder import HybridEncoder
     from .retrieval.index import DenseIndex, shard_corpus
     ir_datasets.load(args.dataset)  # an unknown id fails here, with ir_datasets' explanation, before the model loads
+    index = DenseIndex(args.index)
+    if index.built() and not args.overwrite:
+        raise FileExistsError(f'{index.index_path} already exists; pass --overwrite to replace it')
     encoder = HybridEncoder.from_pretrained(args.model, batch_size=args.batch_size, quantize=args.quantize,
                                             text_field=args.text_field, verbose=True)
     corpus = pt.get_dataset(f'irds:{args.dataset}').get_corpus_iter(verbose=False)
     if args.shard:
         corpus = shard_corpus(corpus, *args.shard)
-    index = DenseIndex(args.index)
     (encoder >> index.indexer(mode='overwrite' if args.overwrite else 'create')).index(corpus, batch_size=4096)
     print(f'{index.index_path}: {len(index)} documents')
 
@@ -81,8 +89,11 @@ def _retrieve(args: argparse.Namespace) -> None:
     from .retrieval.index import DenseIndex
     dataset = ir_datasets.load(args.dataset)
     docnos = [d.doc_id for d in dataset.docs_iter()] if args.restrict else None
+    # a missing or corrupt index fails here, before the model loads
+    index = DenseIndex(args.index, allow_other_encoder=args.allow_other_encoder)
+    retriever = index.retriever(args.num_results, docnos=docnos, drop_query_vec=True)
     encoder = HybridEncoder.from_pretrained(args.model, batch_size=args.batch_size, verbose=True)
-    pipeline = encoder >> DenseIndex(args.index).retriever(args.num_results, docnos=docnos, drop_query_vec=True)
+    pipeline = encoder >> retriever  # refuses another model than the one that built the index
     run = pipeline(pt.get_dataset(f'irds:{args.dataset}').get_topics(args.query_field))
     pt.io.write_results(run, args.output, run_name=args.run_name)
     print(f'{args.output}: {run["qid"].nunique()} queries, {len(run)} results')
@@ -196,9 +207,11 @@ def parser() -> argparse.ArgumentParser:
     retrieve.add_argument('index', help='index directory')
     retrieve.add_argument('dataset', help='ir_datasets id whose queries to run')
     retrieve.add_argument('--output', required=True, help='TREC run file (.res or .res.gz)')
-    retrieve.add_argument('--num-results', type=int, default=1000)
+    retrieve.add_argument('--num-results', type=_positive_int, default=1000)
     retrieve.add_argument('--restrict', action='store_true',
                           help="search only the data set's own documents (e.g. one language of a pooled index)")
+    retrieve.add_argument('--allow-other-encoder', action='store_true',
+                          help='search with another model than the one that built the index (same dimension)')
     retrieve.add_argument('--query-field', default='text')
     retrieve.add_argument('--batch-size', type=int, default=32)
     retrieve.add_argument('--run-name', default='pyterrier-hybrid')

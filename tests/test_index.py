@@ -1,4 +1,5 @@
-"""DenseIndex: exact and approximate search, subsets, metadata, atomic writes, integrity, sharding."""
+"""DenseIndex: exact and approximate search, subsets, metadata, artifact loading, atomic writes, integrity, encoder
+checks, sharding. Concurrent and interrupted builds: test_index_safety.py; Hub round trip: test_index_artifact.py."""
 from __future__ import annotations
 
 import json
@@ -7,6 +8,8 @@ import numpy as np
 import pandas as pd
 import pyterrier as pt
 import pytest
+from conftest import build_tiny_model
+from pyterrier_dr import FlexIndex
 
 from pyterrier_hybrid import CorruptIndexError, DenseIndex, IncompatibleEncoderError, shard_corpus
 
@@ -77,13 +80,39 @@ def test_approximate_search_finds_most_neighbours_and_caches(built, method, para
         index.retriever(method='lsh')
 
 
+@pytest.mark.parametrize('num_results', [0, -5, 2.5])
+def test_num_results_must_be_positive(built, num_results):
+    index, _ = built
+    with pytest.raises(ValueError, match=f'num_results must be a positive integer.*not {num_results}'):
+        index.retriever(num_results=num_results)
+
+
+def test_retrievers_compare_like_pyterrier_drs(built):
+    index, corpus = built
+    german = [d['docno'] for d in corpus if d['docno'].startswith('de-')]
+    same = DenseIndex(index.index_path).retriever(10, method='hnsw', docnos=reversed(german), ef_search=64)
+    retriever = index.retriever(10, method='hnsw', docnos=german)
+    assert retriever == same and hash(retriever) == hash(same) and len({retriever, same}) == 1
+    others = [index.retriever(10, method='hnsw'), index.retriever(10, method='hnsw', docnos=german[:5]),
+              index.retriever(20, method='hnsw', docnos=german), index.retriever(10, docnos=german),
+              index.retriever(10, method='hnsw', docnos=german, ef_search=128)]
+    assert all(retriever != other for other in others) and len({retriever, *others}) == 6
+    assert repr(retriever) == (f"DenseIndex({str(index.index_path)!r}).retriever(num_results=10, method='hnsw', "
+                               "neighbours=32, ef_construction=40, ef_search=64, docnos=<250 docs>)")
+    assert retriever.fuse_rank_cutoff(5) == index.retriever(5, method='hnsw', docnos=german)
+    assert pt.inspect.subtransformers(retriever) == {}
+
+
 def test_reopens_with_metadata_without_reencoding(built, tiny_encoder, tmp_path):
     index, _ = built
     reopened = DenseIndex(index.index_path)
     assert reopened.metadata['doc_count'] == 500 and reopened.metadata['vec_size'] == 16
     assert len(reopened.retriever(num_results=5)(queries())) == 35
-    loaded = pt.Artifact.load(str(index.index_path))  # pyterrier-dr's own loader reads it too
-    assert len(loaded) == 500
+    loaded = pt.Artifact.load(str(index.index_path))
+    assert isinstance(loaded, DenseIndex), 'no pyterrier.artifact entry point: reinstall the package (pip install -e .)'
+    assert loaded.retriever(num_results=5) == index.retriever(num_results=5)
+    top5 = loaded.retriever(num_results=5)(queries())
+    pd.testing.assert_frame_equal(top5, reopened.retriever(num_results=5)(queries()))
 
     docs = [{'docno': f'd{i}', 'text': t} for i, t in enumerate(['one document', 'another document', 'third'])]
     encoded = DenseIndex(tmp_path / 'encoded')
@@ -94,6 +123,28 @@ def test_reopens_with_metadata_without_reencoding(built, tiny_encoder, tmp_path)
     result = (tiny_encoder >> DenseIndex(tmp_path / 'encoded').retriever(num_results=2))(
         pd.DataFrame({'qid': ['1'], 'query': ['another document']}))
     assert list(result['docno']) == ['d1', 'd0']
+
+
+def test_plain_flex_indexes_stay_pyterrier_drs_and_open_as_dense_indexes(tmp_path):
+    corpus = random_corpus(n=50)
+    FlexIndex(str(tmp_path / 'plain'), verbose=False).index(corpus)
+    assert type(pt.Artifact.load(str(tmp_path / 'plain'))) is FlexIndex
+    topics = queries()
+    assert ranking(DenseIndex(tmp_path / 'plain').retriever(num_results=5)(topics)) == brute_force(corpus, topics, 5)
+
+
+def test_refuses_another_model_of_the_same_dimension_unless_allowed(tmp_path, tiny_encoder):
+    from pyterrier_hybrid import HybridEncoder
+    other = HybridEncoder.from_pretrained(build_tiny_model(tmp_path / 'other-model'))
+    assert other.dimension == tiny_encoder.dimension
+    docs = [{'docno': 'd0', 'text': 'one document'}, {'docno': 'd1', 'text': 'another document'}]
+    (tiny_encoder >> DenseIndex(tmp_path / 'idx')).index(docs)
+    with pytest.raises(IncompatibleEncoderError, match=f"built by '{tiny_encoder.model_name}', not by the query "
+                                                      f"encoder '{other.model_name}'.*allow_other_encoder=True"):
+        other >> DenseIndex(tmp_path / 'idx').retriever()
+    allowed = other >> DenseIndex(tmp_path / 'idx', allow_other_encoder=True).retriever(num_results=2)
+    assert len(allowed(pd.DataFrame({'qid': ['1'], 'query': ['another document']}))) == 2
+    tiny_encoder >> DenseIndex(tmp_path / 'idx').retriever()  # the model that built it
 
 
 def test_refuses_an_encoder_that_does_not_match(built, tiny_encoder, tiny_model, tmp_path):
@@ -136,13 +187,26 @@ def test_failed_build_leaves_nothing_and_overwrite_keeps_the_old_index(built, tm
     assert DenseIndex(index.index_path).metadata['doc_count'] == 10
 
 
-def test_duplicate_and_missing_documents(tmp_path):
+def test_overwrite_replaces_an_index_of_another_encoder_or_a_corrupt_one(built, tiny_encoder):
+    index, _ = built
+    docs = [{'docno': 'd0', 'text': 'one document'}, {'docno': 'd1', 'text': 'another document'}]
+    (tiny_encoder >> index.indexer(mode='overwrite')).index(docs)  # 16-d random vectors -> the 32-d encoder
+    assert (index.metadata['vec_size'], index.metadata['model']) == (32, str(tiny_encoder.model_name))
+    (index.index_path / 'vecs.f4').write_bytes(b'')
+    (tiny_encoder >> index.indexer(mode='overwrite')).index(docs[::-1])
+    assert list(DenseIndex(index.index_path).docnos()) == ['d1', 'd0']
+
+
+def test_duplicate_missing_and_non_finite_documents(tmp_path):
     corpus = random_corpus(n=5)
     with pytest.raises(ValueError, match="duplicate docno 'en-0000'"):
         DenseIndex(tmp_path / 'dup').indexer().index(corpus + corpus[:1])
+    corpus[3]['doc_vec'][2] = np.nan
+    with pytest.raises(ValueError, match="vector of 'de-0003' holds NaN"):
+        DenseIndex(tmp_path / 'nan').indexer().index(corpus)
     with pytest.raises(ValueError, match='no documents'):
         DenseIndex(tmp_path / 'empty').indexer().index([])
-    assert not (tmp_path / 'dup').exists() and not (tmp_path / 'empty').exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize('damage,message', [
@@ -156,6 +220,24 @@ def test_corrupt_index_is_reported_by_file(built, damage, message):
     damage(index.index_path)
     with pytest.raises(CorruptIndexError, match=message):
         DenseIndex(index.index_path).retriever()(queries())
+
+
+@pytest.mark.parametrize('value', [np.nan, np.inf])
+def test_non_finite_vectors_in_the_file_are_reported_by_file(built, value):
+    index, _ = built
+    vecs = np.memmap(index.index_path / 'vecs.f4', dtype=np.float32, mode='r+', shape=(500, 16))
+    vecs[321, 7] = value  # a damaged file of the right size: the document silently left every ranking
+    vecs.flush()
+    reopened = DenseIndex(index.index_path)
+    with pytest.raises(CorruptIndexError, match=r'vecs.f4 holds NaN or infinite values \(first in vector 321\)'):
+        reopened.retriever()(queries())
+    with pytest.raises(CorruptIndexError, match='vecs.f4'):
+        reopened.vectors(['en-0000'])
+
+
+def test_a_missing_index_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match=f'no index at {tmp_path / "none"}'):
+        DenseIndex(tmp_path / 'none').retriever()
 
 
 def test_two_shards_merge_into_the_single_process_index(tmp_path):
