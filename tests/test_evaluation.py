@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pyterrier as pt
 import pytest
-from ir_measures import AP, P, R, nDCG
+from ir_measures import AP, RR, P, R, nDCG
 
 from pyterrier_hybrid import (
     RankDistance,
@@ -26,7 +26,7 @@ from pyterrier_hybrid import (
     miracl_settings,
     paired_tests,
 )
-from pyterrier_hybrid.evaluation.settings import _prune_depth
+from pyterrier_hybrid.evaluation.settings import PruneAfterLastRelevant, _prune_depth
 
 
 def test_lareqa_settings_cover_the_papers_grid():
@@ -164,6 +164,19 @@ def test_pruning_after_the_last_relevant_document_changes_no_value(lareqa_dir):
     np.testing.assert_allclose(merged['value_pruned'], merged['value_full'], rtol=1e-9)
     assert _prune_depth([AP, nDCG @ 10, R @ 100]) == 100
     assert _prune_depth([AP, P]) is None  # precision over the whole run counts every document
+
+
+def test_no_pruning_for_rr_at_k_whose_evaluator_breaks_ties_by_docno_ascending():
+    # 'a' (relevant) ties with 11 documents whose docnos sort before it: trec_eval ranks it first, so pruning
+    # after depth 10 drops A..B; MS MARCO's RR@10 (ir_measures' only RR@k) ranks ties by docno ascending
+    run = pd.DataFrame({'qid': 'q1', 'docno': ['a', *'ABCDEFGHIJK'], 'score': 1.0})
+    qrels = pd.DataFrame({'qid': ['q1'], 'docno': ['a'], 'label': [1]})
+    topics = pd.DataFrame({'qid': ['q1'], 'query': ['x']})
+    system = pt.Transformer.from_df(run, uniform=True)
+    pruned = pt.Experiment([system, system >> PruneAfterLastRelevant(qrels, 10)], topics, qrels, [RR @ 10, RR])
+    assert list(pruned['RR@10']) == [0.0, 0.1]  # pruning would change it: 'a' is 12th of 12, or 10th of 10
+    assert list(pruned['RR']) == [1.0, 1.0]  # trec_eval's RR ranks 'a' first either way
+    assert _prune_depth([RR @ 10]) is None and _prune_depth([RR, AP]) == 1
 
 
 def test_paired_tests_pool_queries_of_a_kind_and_correct():

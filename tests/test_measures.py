@@ -1,13 +1,18 @@
-"""Every measure against values computed by hand on small runs."""
+"""Every measure against values computed by hand on small runs, and the fast path against ir_measures."""
 from __future__ import annotations
 
+import re
+
 import ir_measures
+import numpy as np
 import pandas as pd
 import pyterrier as pt
 import pytest
-from ir_measures import AP, R, nDCG
+from ir_measures import AP, RR, P, R, Success, nDCG
 
 from pyterrier_hybrid import RankDistance
+from pyterrier_hybrid.evaluation.fast import evaluate_scores, supports
+from pyterrier_hybrid.evaluation.measures import parse_measure
 
 QRELS = pd.DataFrame([
     # q1: two relevant documents; q2: three, one never retrieved; q3: judged, nothing relevant;
@@ -43,6 +48,12 @@ def test_rank_distance_by_hand():
     assert RankDistance.calc_aggregate(QRELS, RUN) == pytest.approx((2 + 3 + 0 + 0 + 0) / 5)
 
 
+def test_rank_distance_skips_queries_without_qrels_as_ir_measures_does():
+    run = pd.concat([RUN, pd.DataFrame([('q9', 'a', 1.0), ('q9', 'b', 0.5)], columns=RUN.columns)])
+    assert 'q9' not in per_query(RankDistance, run=run) and 'q9' not in per_query(AP, run=run)
+    assert RankDistance.calc_aggregate(QRELS, run) == RankDistance.calc_aggregate(QRELS, RUN)
+
+
 def test_rank_distance_cutoff_treats_the_cut_documents_as_past_the_end():
     assert per_query(RankDistance @ 3)['q1'] == (3 + 1) - 2  # c at rank 4 is cut: counted at rank 4
     assert per_query(RankDistance @ 1)['q1'] == (1 + 1) - (1 + 1)  # neither retrieved
@@ -73,7 +84,73 @@ def test_usable_next_to_ir_measures_in_pt_experiment():
     topics = pd.DataFrame({'qid': ['q1', 'q2', 'q3', 'q4', 'q5'], 'query': ['x'] * 5})
     qrels = QRELS.rename(columns={'query_id': 'qid', 'doc_id': 'docno', 'relevance': 'label'})
     system = pt.Transformer.from_df(run, uniform=True)
-    result = pt.Experiment([system], topics, qrels, eval_metrics=[nDCG @ 10, AP, RankDistance], names=['run'])
-    assert set(result.columns) == {'name', 'nDCG@10', 'AP', 'RankDistance'}
+    result = pt.Experiment([system], topics, qrels, eval_metrics=[nDCG @ 10, AP, RankDistance, RankDistance @ 3],
+                           names=['run'])
+    assert set(result.columns) == {'name', 'nDCG@10', 'AP', 'RankDistance', 'RankDistance@3'}
     assert result.loc[0, 'RankDistance'] == pytest.approx(1.0)
+    assert result.loc[0, 'RankDistance@3'] == pytest.approx((2 + 3 + 0 + 0 + 0) / 5)  # q2: b at 3, z past 3
     assert result.loc[0, 'AP'] == pytest.approx((0.5 + (1 + 2 / 3) / 3 + 0 + 0.5 + 0) / 5)
+
+
+def test_rank_distance_parses_like_any_ir_measures_measure():
+    assert ir_measures.parse_measure('RankDistance') == RankDistance
+    assert ir_measures.parse_measure('RankDistance@100') == RankDistance @ 100
+    assert parse_measure('RankDistance@100') == RankDistance @ 100 and parse_measure('nDCG@10') == nDCG @ 10
+    with pytest.raises(ValueError, match="unknown measure 'RankDistanse'.*RankDistance@100"):
+        parse_measure('RankDistanse')
+    with pytest.raises(ValueError, match="unknown measure 'R'"):  # R needs a cutoff
+        parse_measure('R')
+
+
+# Everything the fast path claims.
+FAST = [AP, AP @ 5, AP @ 10, nDCG, nDCG @ 3, nDCG @ 10, R @ 5, R @ 50, P @ 1, P @ 5, P @ 50, RR,
+        RankDistance, RankDistance @ 5, RankDistance @ 100]
+
+
+def random_judged_scores(seed: int = 0, queries: int = 200, docs: int = 40):
+    """Scores with many exact ties, docnos not in column order, grades 0-3 (and -1), queries without relevant
+    documents or without qrels, and relevant documents the run does not hold."""
+    rng = np.random.default_rng(seed)
+    docnos = rng.permutation([f'd{i:02d}' for i in range(docs)] + ['D7', 'e', 'E1'])
+    scores = rng.integers(0, 6, size=(queries, len(docnos))) / 4
+    qids = [f'q{i}' for i in range(queries)]
+    rows = []
+    for i, qid in enumerate(qids):
+        if i % 10 == 9:
+            continue  # no qrels: not evaluated
+        judged = rng.choice(np.r_[docnos, ['missing-1', 'missing-2', 'missing-3']], size=rng.integers(1, 12),
+                            replace=False)
+        grades = [0] * len(judged) if i % 10 == 8 else rng.choice([-1, 0, 1, 1, 2, 3], size=len(judged))
+        rows += [(qid, doc, int(g)) for doc, g in zip(judged, grades)]
+    qrels = pd.DataFrame(rows, columns=['qid', 'docno', 'label'])
+    return scores, docnos, qids, qrels
+
+
+def test_fast_path_equals_ir_measures_on_every_query_with_ties():
+    scores, docnos, qids, qrels = random_judged_scores()
+    fast = evaluate_scores(scores, docnos, qids, qrels, FAST, query_batch=64)
+    run = pd.DataFrame({'query_id': np.repeat(qids, len(docnos)), 'doc_id': np.tile(docnos, len(qids)),
+                        'score': scores.ravel()})
+    reference = pd.DataFrame([(m.query_id, str(m.measure), m.value) for m in ir_measures.iter_calc(
+        FAST, qrels.rename(columns={'qid': 'query_id', 'docno': 'doc_id', 'label': 'relevance'}), run)],
+        columns=['qid', 'measure', 'value'])
+    merged = reference.merge(fast, on=['qid', 'measure'], how='outer', suffixes=('_ir_measures', '_fast'))
+    assert len(merged) == len(fast) == 180 * len(FAST)
+    disagree = merged[~np.isclose(merged['value_fast'], merged['value_ir_measures'], rtol=0, atol=1e-9)]
+    assert disagree.empty, disagree
+    assert (merged['value_fast'] > 0).mean() > 0.5  # mostly informative values, not zeros agreeing
+
+
+REFUSED = [nDCG(gains={0: 0, 1: 1, 2: 5, 3: 10}) @ 10, nDCG(judged_only=True) @ 10, nDCG(dcg='exp-log2'),
+           AP(rel=2), AP(judged_only=True) @ 10, R(rel=2) @ 10, P(judged_only=True) @ 5, RR(rel=2),
+           RR @ 10,  # ir_measures' RR@k is MS MARCO's: ties by docno ascending
+           Success @ 10, ir_measures.define_byquery(lambda qrels, run: 0.0, name='AP')]
+
+
+@pytest.mark.parametrize('measure', REFUSED, ids=str)
+def test_fast_path_refuses_what_it_would_not_compute_exactly(measure):
+    assert supports(AP(rel=1)) and supports(nDCG(dcg='log2', judged_only=False) @ 10)  # defaults, spelled out
+    assert not supports(measure)
+    scores, docnos, qids, qrels = random_judged_scores(queries=5)
+    with pytest.raises(ValueError, match=re.escape(f'cannot compute {measure} exactly')):
+        evaluate_scores(scores, docnos, qids, qrels, [AP, measure])

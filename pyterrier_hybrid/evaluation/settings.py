@@ -22,6 +22,7 @@ import pyterrier as pt
 from pyterrier_hybrid.data import lareqa
 
 from .measures import DEFAULT_MEASURES
+from .ties import trec_order
 
 KINDS = ('Mo', 'Cr', 'Mul')
 ALL_LANGUAGES = 'all'
@@ -82,9 +83,9 @@ class PruneAfterLastRelevant(pt.Transformer):
 
     An evaluation-time shortcut, not a retrieval step: for AP, nDCG, R@k, P@k (k <= depth), RR and rank distance
     the pruned run scores exactly as the full one, because those measures only see the top ``depth`` documents
-    and the ranks of the relevant ones. Ranks follow trec_eval's order (score descending, then docno
-    descending). On full rankings of a 13k-document corpus it shrinks the run ~10x, and ``pt.Experiment``
-    (whose cost is converting the run for ir_measures) speeds up accordingly.
+    and the ranks of the relevant ones. Ranks follow trec_eval's order (:func:`~.ties.trec_order`). On full
+    rankings of a 13k-document corpus it shrinks the run ~10x, and ``pt.Experiment`` (whose cost is converting
+    the run for ir_measures) speeds up accordingly.
     """
 
     def __init__(self, qrels: pd.DataFrame, depth: int):
@@ -98,7 +99,7 @@ class PruneAfterLastRelevant(pt.Transformer):
         # integer codes instead of strings: sorting 15M-row full rankings by string columns takes minutes
         qid_codes, qids = pd.factorize(inp['qid'])
         doc_codes, docnos = pd.factorize(inp['docno'], sort=True)  # code order is docno order
-        order = np.lexsort((-doc_codes, -inp['score'].to_numpy(), qid_codes))
+        order = trec_order(inp['score'].to_numpy(), doc_codes, groups=qid_codes)
         sorted_qids = qid_codes[order]
         starts = np.flatnonzero(np.r_[True, sorted_qids[1:] != sorted_qids[:-1]])
         sizes = np.diff(np.r_[starts, len(order)])
@@ -119,7 +120,9 @@ def _prune_depth(eval_metrics: Sequence) -> int | None:
     for measure in eval_metrics:
         name = getattr(measure, 'NAME', None)
         cutoff = measure.params.get('cutoff') if hasattr(measure, 'params') else None
-        if name not in _PREFIX_MEASURES or (name == 'P' and cutoff is None):
+        # P over the whole run counts every document; RR@k is MS MARCO's, which ranks ties by docno ascending,
+        # so the tied documents pruned after the last relevant one (in trec_eval's order) can move it up
+        if name not in _PREFIX_MEASURES or (name == 'P' and cutoff is None) or (name == 'RR' and cutoff is not None):
             return None
         depth = max(depth, cutoff or 1)
     return depth

@@ -63,13 +63,9 @@ class ExperimentRunner:
         self.write_runs(model, system, missing_runs)
         if cache.exists():
             return pd.read_csv(cache, dtype={'qid': str})
-        from pyterrier_hybrid.evaluation.fast import evaluate_pooled
+        from pyterrier_hybrid.evaluation.fast import evaluate_perquery
         self.log(f'evaluating {model.name} on {len(settings)} settings of {dataset_id}')
-        try:
-            values = evaluate_pooled({model.name: system}, settings, self.spec.measures)
-        except ValueError:  # a measure without a fast path: pt.Experiment
-            from pyterrier_hybrid.evaluation.settings import evaluate_settings
-            values = evaluate_settings({model.name: system}, settings, self.spec.measures, perquery=True)
+        values = evaluate_perquery({model.name: system}, settings, self.spec.measures)
         write_atomically(cache, lambda tmp: values.to_csv(tmp, index=False, compression='gzip'))
         return values
 

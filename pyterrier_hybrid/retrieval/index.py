@@ -37,6 +37,7 @@ from pyterrier_dr import FlexIndex
 from pyterrier_dr.flex.core import FlexIndexer
 
 from pyterrier_hybrid.atomic import write_atomically
+from pyterrier_hybrid.retrieval.scoring import exact_search
 
 METHODS = ('flat', 'hnsw', 'ivfpq')
 # What a DenseIndex reads: its own format, and pyterrier-dr's (indexes built before it had one, plain FlexIndexes).
@@ -470,13 +471,20 @@ class FaissRetriever(pt.Transformer):
         return builder.to_df(inp)
 
     def _search(self, query_vecs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.method == 'flat':
+            # exact: scores that do not depend on the batch or the BLAS kernel, ties ranked as trec_eval ranks them
+            dvecs, _ = self.flex_index.payload(return_docnos=False)
+            docids = np.arange(len(self.flex_index)) if self.docids is None else self.docids
+            k = len(docids) if self.num_results is None else self.num_results
+            scores, rows = exact_search(query_vecs, np.asarray(dvecs[docids]),
+                                        self.flex_index.docno_array()[docids], k)
+            return scores, docids[rows]
         import faiss
         faiss_index = self.flex_index._faiss_index(self.method, self.build_params)
         candidates = faiss_index.ntotal if self.docids is None else len(self.docids)
         k = candidates if self.num_results is None else min(self.num_results, candidates)
         selector = None if self.docids is None else faiss.IDSelectorBatch(self.docids)
-        params_cls = {'flat': faiss.SearchParameters, 'hnsw': faiss.SearchParametersHNSW,
-                      'ivfpq': faiss.SearchParametersIVF}[self.method]
+        params_cls = {'hnsw': faiss.SearchParametersHNSW, 'ivfpq': faiss.SearchParametersIVF}[self.method]
         search_params = params_cls(**self.search_params)
         if selector is not None:
             search_params.sel = selector
