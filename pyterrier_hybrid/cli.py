@@ -57,12 +57,11 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _index(args: argparse.Namespace) -> None:
-    import ir_datasets
     import pyterrier as pt
 
     from .retrieval.encoder import HybridEncoder
     from .retrieval.index import DenseIndex, shard_corpus
-    ir_datasets.load(args.dataset)  # an unknown id fails here, with ir_datasets' explanation, before the model loads
+    _dataset(args.dataset)  # an unknown id fails here, before the model loads
     index = DenseIndex(args.index)
     if index.built() and not args.overwrite:
         raise FileExistsError(f'{index.index_path} already exists; pass --overwrite to replace it')
@@ -82,12 +81,11 @@ def _merge(args: argparse.Namespace) -> None:
 
 
 def _retrieve(args: argparse.Namespace) -> None:
-    import ir_datasets
     import pyterrier as pt
 
     from .retrieval.encoder import HybridEncoder
     from .retrieval.index import DenseIndex
-    dataset = ir_datasets.load(args.dataset)
+    dataset = _dataset(args.dataset)
     docnos = [d.doc_id for d in dataset.docs_iter()] if args.restrict else None
     # a missing or corrupt index fails here, before the model loads
     index = DenseIndex(args.index, allow_other_encoder=args.allow_other_encoder)
