@@ -145,7 +145,8 @@ def shipping_code(path, marker):
 
 def test_checkpoint_code_runs_only_when_the_caller_trusts_it(tmp_path, tiny_model):
     import transformers
-    checkpoint = shipping_code(shutil.copytree(tiny_model, tmp_path / 'ships-code'), tmp_path / 'marker')
+    # no '-' in the name: transformers copies the code to a module named after it, with '-' spelled '_hyphen_'
+    checkpoint = shipping_code(shutil.copytree(tiny_model, tmp_path / 'ships_code'), tmp_path / 'marker')
     try:
         standard = HybridEncoder.from_pretrained(checkpoint)  # the config's own trust_remote_code is ignored
         assert not (tmp_path / 'marker').exists()
