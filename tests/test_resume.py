@@ -18,7 +18,9 @@ TINY = {'steps': 1, 'batch_size': 4, 'save_steps': 100}
 
 
 def worker(model: Path, output: Path, steps: int, kill_at: int = 0) -> subprocess.Popen:
-    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'TOKENIZERS_PARALLELISM': 'false'}
+    root = str(Path(__file__).resolve().parents[1])  # this checkout's package, not an installed one
+    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'TOKENIZERS_PARALLELISM': 'false',
+           'PYTHONPATH': os.pathsep.join([root, *filter(None, [os.environ.get('PYTHONPATH')])])}
     return subprocess.Popen([sys.executable, str(Path(__file__).with_name('train_worker.py')), str(model),
                              str(output), str(steps), str(kill_at)], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
