@@ -43,6 +43,7 @@ _LAZY = {
     'HybridBatchSampler': '.training.sampler',
     'train': '.training.trainer', 'build_trainer': '.training.trainer',
     'read_recipe': '.training.trainer', 'read_training_record': '.training.trainer',
+    'add_model_card_results': '.training.trainer',
     'load_experiment': '.experiment.config', 'ExperimentError': '.experiment.config',
     'run_experiment': '.experiment.runner',
 }

@@ -53,7 +53,8 @@ def _positive_int(value: str) -> int:
 def _train(args: argparse.Namespace) -> None:
     from .training.recipe import recipe_from_arguments
     from .training.trainer import train
-    print(train(args.model, args.data, args.output, recipe_from_arguments(args), save_steps=args.save_steps))
+    print(train(args.model, args.data, args.output, recipe_from_arguments(args), overwrite=args.overwrite,
+                save_steps=args.save_steps))
 
 
 def _index(args: argparse.Namespace) -> None:
@@ -178,6 +179,8 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument('output', help='directory for the trained checkpoint')
     add_recipe_arguments(train)
     train.add_argument('--save-steps', type=int, default=500, help='checkpoint every N steps (resume point)')
+    train.add_argument('--overwrite', action='store_true',
+                       help='replace OUTPUT if it holds anything else than this recipe trained on this data')
     train.set_defaults(run=_train)
 
     index = commands.add_parser('index', help='encode a corpus into a dense index (optionally one shard of it)',

@@ -1,10 +1,12 @@
-"""HybridBatchSampler's guarantees on synthetic parallel items."""
+"""HybridBatchSampler's guarantees on synthetic parallel items and on the real XQuAD-R rows."""
 from __future__ import annotations
+
+from collections import Counter
 
 import numpy as np
 import pytest
 
-from pyterrier_hybrid import HybridBatchSampler, ParallelItem, build_rows
+from pyterrier_hybrid import HybridBatchSampler, ParallelItem, build_rows, lareqa_items
 
 
 def items(n: int = 60, langs=('en', 'de', 'es'), prefix: str = 'i') -> list[ParallelItem]:
@@ -109,3 +111,47 @@ def test_query_language_negatives_contrast_the_answer_with_a_sentence_in_the_que
     assert any(q != p for q, p in zip(rows.query_lang, rows.passage_lang))
     with pytest.raises(ValueError, match="negative_language must be one of passage, query, not 'doc'"):
         build_rows({'src': items(3)}, negative_language='doc')
+
+
+@pytest.fixture(scope='module')
+def xquad_rows(lareqa_dir):
+    return build_rows({'lareqa/xquad-r': lareqa_items('xquad-r')})
+
+
+def conflicts(rows, batch: list[int]) -> int:
+    """Pairs of rows in a batch where one row's positive is the other's positive or hard negative."""
+    return sum(rows.positive[a] in (rows.positive[b], rows.negative[b]) for a in batch for b in batch if a != b)
+
+
+def test_xquad_r_questions_share_answers_so_unchecked_batches_hold_false_negatives(xquad_rows):
+    english = [i for i in lareqa_items('xquad-r') if i.lang == 'en']
+    answers = Counter(i.positive for i in english)
+    assert len(english) == 1190 and sum(n for n in answers.values() if n > 1) == 656
+    assert sum(any(n in answers for n in i.negatives) for i in english) == 1134  # a paragraph's other answers
+    assert not any(p == n for p, n in zip(xquad_rows.positive, xquad_rows.negative))  # not even within a row
+    rng = np.random.default_rng(0)
+    mono_en = np.flatnonzero((xquad_rows.query_lang == 'en') & (xquad_rows.passage_lang == 'en'))
+    unchecked = [rng.choice(mono_en, 32, replace=False).tolist() for _ in range(100)]
+    assert sum(conflicts(xquad_rows, b) > 0 for b in unchecked) > 50, 'random batches would rarely conflict'
+
+
+@pytest.mark.parametrize('alpha', [0.0, 0.5, 1.0])
+def test_no_batch_of_real_xquad_r_holds_a_false_negative(xquad_rows, alpha):
+    s = sampler(xquad_rows, alpha=alpha, batch_size=32)
+    found = batches(s, epochs=4)
+    assert len(found) == 4 * (1190 // 32)
+    assert sum(conflicts(xquad_rows, b) for b in found) == 0
+    assert all(len(set(xquad_rows.group[b])) == 32 for b in found)
+    mono = np.mean([(xquad_rows.query_lang[b] == xquad_rows.passage_lang[b]).all() for b in found])
+    assert abs(mono - alpha) <= 4 * np.sqrt(alpha * (1 - alpha) / len(found)) + 1e-12
+    assert batches(sampler(xquad_rows, alpha=alpha, batch_size=32), epochs=2) == found[:2 * (1190 // 32)]
+
+
+def test_pools_that_cannot_avoid_false_negatives_are_refused():
+    shared = [ParallelItem(f'i{i}', 'en', f'q {i}', 'the one answer', (f'n {i}',)) for i in range(20)]
+    with pytest.raises(ValueError, match=r"at least 8 items in 'src' \(with distinct positives\)"):
+        sampler(build_rows({'src': shared}), alpha=1.0)
+    # three answers in a ring, each the next one's hard negative: no two rows can share a batch
+    clique = [ParallelItem(f'i{i}', 'en', f'q {i}', f'p {i}', (f'p {(i + 1) % 3}',)) for i in range(3)]
+    with pytest.raises(ValueError, match='cannot fill a batch of 2 rows from 3 items'):
+        list(sampler(build_rows({'src': clique}), alpha=1.0, batch_size=2))

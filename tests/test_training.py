@@ -159,7 +159,9 @@ def test_irds_items_align_languages_by_query_id(lareqa_dir):
 
 
 def test_torchrun_two_processes_see_disjoint_batches_and_end_equal(tiny_model, tmp_path, lareqa_dir):
-    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'CUDA_VISIBLE_DEVICES': ''}
+    root = str(Path(__file__).resolve().parents[1])  # this checkout's package, not an installed one
+    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'CUDA_VISIBLE_DEVICES': '',
+           'PYTHONPATH': os.pathsep.join([root, *filter(None, [os.environ.get('PYTHONPATH')])])}
     worker = Path(__file__).with_name('ddp_worker.py')
     done = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2',
                            '--master_port', '29533', str(worker), str(tiny_model), 'lareqa/mlqa-r', str(tmp_path)],

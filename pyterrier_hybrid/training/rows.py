@@ -81,12 +81,14 @@ def build_rows(sources: Mapping[str, Iterable[ParallelItem]], seed: int = 0,
 
 def _negative(passage: ParallelItem, group: int, positives_by_lang: dict[str, list[tuple[int, str]]],
               rng: np.random.Generator) -> str:
-    """A hard negative of the passage, or else another item's positive (in the same language where possible)."""
+    """A hard negative of the passage, or else another item's positive (in the same language where possible) whose
+    text differs from the passage's: items that share an answer must not get it as their negative."""
     if passage.negatives:
         return passage.negatives[rng.integers(len(passage.negatives))]
-    candidates = [p for p in positives_by_lang[passage.lang] if p[0] != group]
+    candidates = [p for p in positives_by_lang[passage.lang] if p[0] != group and p[1] != passage.positive]
     if not candidates:
-        candidates = [p for positives in positives_by_lang.values() for p in positives if p[0] != group]
+        candidates = [p for positives in positives_by_lang.values() for p in positives
+                      if p[0] != group and p[1] != passage.positive]
     if not candidates:
         raise ValueError('a single training item has no negatives to contrast with')
     return candidates[rng.integers(len(candidates))][1]

@@ -12,7 +12,13 @@ The model is a dual encoder with shared weights, scored by cosine similarity and
 negatives; ``mini_batch_size`` switches to its GradCache variant for large batches in small memory. Batches come
 from :class:`~pyterrier_hybrid.sampler.HybridBatchSampler`. The output directory is an ordinary
 sentence-transformers checkpoint with the recipe under ``pyterrier_hybrid`` in
-``config_sentence_transformers.json``.
+``config_sentence_transformers.json`` and in its model card (``README.md``).
+
+A run is identified by its recipe, base model and training data (the digest of its rows). Trainer checkpoints
+record that identity in ``{output_dir}.checkpoints/recipe.json``: a rerun resumes only a run with the same
+identity, from its newest complete checkpoint (a save cut short by a kill or a full disk is skipped, with a
+warning). An output directory is only replaced with ``overwrite=True``; one already trained with the same identity
+is returned as it is.
 
 What a run trains is a :class:`~pyterrier_hybrid.training.recipe.Recipe`; its inputs are the base model and the
 training data. Options that only say how the run executes (``save_steps``, the trainer's own arguments) are not
@@ -21,12 +27,17 @@ part of the recipe.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import functools
+import hashlib
 import json
 import logging
+import math
 import os
 import shutil
+import struct
 import time
+import zipfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -34,11 +45,12 @@ from typing import Any, NamedTuple
 from sentence_transformers import SentenceTransformerTrainingArguments
 from transformers import TrainerCallback
 
+from pyterrier_hybrid.atomic import write_atomically
 from pyterrier_hybrid.data import lareqa
 from pyterrier_hybrid.data.items import ParallelItem, lareqa_items, read_items
 
 from .recipe import CodeSwitching, Recipe
-from .rows import build_rows
+from .rows import TrainingRows, build_rows
 
 TrainingData = str | os.PathLike | Iterable[ParallelItem] | Mapping[str, Iterable[ParallelItem]]
 
@@ -154,7 +166,8 @@ def build_trainer(model: str | os.PathLike, data: TrainingData, output_dir: str 
     output_dir = Path(output_dir)
     checkpoints = output_dir.with_name(output_dir.name + '.checkpoints')
     defaults = dict(save_total_limit=2, logging_steps=max(1, min(50, recipe.steps // 20)), report_to='none',
-                    dataloader_drop_last=True, warmup_ratio=0.1)
+                    dataloader_drop_last=True, warmup_steps=math.ceil(recipe.steps / 10),
+                    dataloader_pin_memory=_cuda())
     args = SentenceTransformerTrainingArguments(
         output_dir=str(checkpoints), max_steps=recipe.steps, per_device_train_batch_size=recipe.batch_size,
         learning_rate=recipe.learning_rate, seed=recipe.seed, data_seed=recipe.seed, save_steps=save_steps,
@@ -172,14 +185,15 @@ def build_trainer(model: str | os.PathLike, data: TrainingData, output_dir: str 
     trainer = SentenceTransformerTrainer(model=st_model, args=args, train_dataset=dataset, loss=loss,
                                          callbacks=[ThroughputCallback(recipe.batch_size)])
     record = {
-        'recipe': recipe.to_dict(), 'base_model': str(model), 'data': sorted(set(rows.source.tolist())),
+        'recipe': recipe.to_dict(), 'recipe_digest': recipe.digest(), 'base_model': str(model),
+        'data': sorted(set(rows.source.tolist())), 'data_digest': _rows_digest(rows),
         'trained_languages': sorted(set(rows.query_lang.tolist())), 'max_length': st_model.max_seq_length,
         'world_size': args.world_size, 'hard_negatives': rows.negative is not None, 'train_rows': len(rows)}
     return TrainingRun(trainer, record, checkpoints)
 
 
 def train(model: str | os.PathLike, data: TrainingData, output_dir: str | os.PathLike, recipe: Recipe | None = None,
-          *, resume: bool = True, save_steps: int = 500, **options) -> Path:
+          *, resume: bool = True, overwrite: bool = False, save_steps: int = 500, **options) -> Path:
     """Fine-tune ``model`` on ``data`` with ``recipe`` and save it to ``output_dir``.
 
     Args:
@@ -187,37 +201,270 @@ def train(model: str | os.PathLike, data: TrainingData, output_dir: str | os.Pat
         data: ``'lareqa/mlqa-r'``, a JSONL path of :class:`~pyterrier_hybrid.ParallelItem`, items, or
             ``{source name: items}``.
         output_dir: where the trained checkpoint goes; trainer checkpoints live in ``{output_dir}.checkpoints``
-            until training finishes, and an interrupted run resumes from the last of them (``resume=True``).
+            until training finishes, and an interrupted run resumes from the newest complete one of them.
         recipe: what to train (:class:`~pyterrier_hybrid.Recipe`; its defaults when omitted).
+        resume: resume from the checkpoints of an interrupted run of the same recipe, base model and data
+            (``False``: delete them and start over).
+        overwrite: replace an existing ``output_dir`` that holds something else (another recipe, another model,
+            other files); without it that is an error, raised before training.
         save_steps: checkpoint every this many steps.
         options: :class:`~pyterrier_hybrid.Recipe` fields overriding ``recipe`` (``strategy='xy', steps=40``),
             and any other :class:`~sentence_transformers.SentenceTransformerTrainingArguments` field.
 
     Returns:
         The output directory, loadable by ``HybridEncoder.from_pretrained``, ``SentenceTransformer`` and
-        ``transformers.AutoModel``; :func:`read_recipe` gives back its recipe.
+        ``transformers.AutoModel``; :func:`read_recipe` gives back its recipe. If it already holds this recipe
+        trained from this base model on this data, it is returned without training.
+
+    Raises:
+        FileExistsError: ``output_dir`` holds something else and ``overwrite`` is false, or the checkpoints
+            directory holds a run with a different recipe, base model or data and ``resume`` is true.
     """
+    output_dir = Path(output_dir)
+    if _occupied(output_dir) and _record_of(output_dir) is None and not overwrite:
+        raise FileExistsError(f'{output_dir} exists and was not written by pyterrier_hybrid.train (no training record '
+                              'in its config_sentence_transformers.json); pass overwrite=True (--overwrite) to '
+                              'replace it, or choose another output directory')
     run = build_trainer(model, data, output_dir, recipe, save_steps=save_steps, **options)
-    has_checkpoint = resume and any(run.checkpoints.glob('checkpoint-*'))
-    run.trainer.train(resume_from_checkpoint=True if has_checkpoint else None)
+    existing = _record_of(output_dir)
+    if existing is not None:
+        changes = _run_differences(existing, run.record)
+        if not changes:
+            log.info('%s is already trained with this recipe, base model and data', output_dir)
+            return output_dir
+        if not overwrite:
+            raise FileExistsError(f'{output_dir} holds a model trained differently ({"; ".join(changes)}); pass '
+                                  'overwrite=True (--overwrite) to replace it, or choose another output directory')
+    start = _resume_point(run, resume)
     if run.trainer.is_world_process_zero():
-        _save(run.trainer.model, Path(output_dir), run.record)
+        identity = {key: run.record[key] for key in RUN_IDENTITY}
+        write_atomically(run.checkpoints / RUN_FILE, lambda tmp: tmp.write_text(json.dumps(identity, indent=2)))
+    began = time.perf_counter()
+    try:
+        run.trainer.train(resume_from_checkpoint=None if start is None else str(start))
+    except Exception as error:
+        raise _disk_full(error, run.checkpoints) or error
+    record = {**run.record, 'train_seconds': round(time.perf_counter() - began, 1),
+              'resumed_from_step': _step(start) if start is not None else 0}
+    if run.trainer.is_world_process_zero():
+        try:
+            _save(run.trainer.model, output_dir, record)
+        except Exception as error:
+            raise _disk_full(error, output_dir) or error
         shutil.rmtree(run.checkpoints, ignore_errors=True)
-    return Path(output_dir)
+    return output_dir
+
+
+#: What makes two runs the same run: resuming or reusing across any of these would mix two models.
+RUN_IDENTITY = ('recipe', 'recipe_digest', 'base_model', 'data', 'data_digest')
+#: The run identity file in the checkpoints directory.
+RUN_FILE = 'recipe.json'
+
+
+def _rows_digest(rows: TrainingRows) -> str:
+    """A content hash of the training rows: the data as trained on (after language selection, code-switching)."""
+    digest = hashlib.sha256()
+    for column in (rows.anchor, rows.positive, rows.negative or [], rows.query_lang.tolist(),
+                   rows.passage_lang.tolist(), rows.source.tolist()):
+        digest.update(json.dumps(column, ensure_ascii=False).encode())
+    return digest.hexdigest()
+
+
+def _run_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """How run ``old`` differs from run ``new``: recipe fields, base model and data, as ``name: old -> new``."""
+    old_recipe, new_recipe = old.get('recipe') or {}, new['recipe']
+    changes = [f'{key}: {old_recipe.get(key)!r} -> {new_recipe.get(key)!r}'
+               for key in dict.fromkeys([*old_recipe, *new_recipe]) if old_recipe.get(key) != new_recipe.get(key)]
+    if not changes and old.get('recipe_digest') != new['recipe_digest']:
+        changes.append('recipe digest')
+    changes += [f'{key}: {old.get(key)!r} -> {new[key]!r}' for key in ('base_model', 'data')
+                if old.get(key) != new[key]]
+    if old.get('data_digest') != new['data_digest']:
+        changes.append('data content (digest of the training rows)')
+    return changes
+
+
+def _occupied(path: Path) -> bool:
+    return path.is_file() or (path.is_dir() and any(path.iterdir()))
+
+
+def _record_of(path: Path) -> dict | None:
+    """The training record of ``path``, or None when it has none (or an unreadable one)."""
+    try:
+        return read_training_record(path)
+    except (OSError, ValueError):
+        return None
+
+
+def _step(checkpoint: Path) -> int:
+    return int(checkpoint.name.rsplit('-', 1)[1])
+
+
+def _resume_point(run: TrainingRun, resume: bool) -> Path | None:
+    """The newest complete checkpoint of this run; incomplete ones are reported and removed."""
+    checkpoints, primary = run.checkpoints, run.trainer.is_world_process_zero()
+    if not resume:
+        if primary:
+            shutil.rmtree(checkpoints, ignore_errors=True)
+        return None
+    saved = sorted((p for p in checkpoints.glob('checkpoint-*') if p.name.rsplit('-', 1)[1].isdigit()),
+                   key=_step, reverse=True)
+    if not saved:
+        return None
+    try:
+        recorded = json.loads((checkpoints / RUN_FILE).read_text())
+        changes = _run_differences(recorded, run.record)
+    except (OSError, ValueError):
+        changes = [f'{RUN_FILE} is missing or unreadable']
+    if changes:
+        raise FileExistsError(f'{checkpoints} holds checkpoints of another run ({"; ".join(changes)}); resuming '
+                              'would train 0 steps of this recipe. Delete that directory or pass resume=False to '
+                              'start over')
+    args = run.trainer.args
+    for checkpoint in saved:
+        problem = checkpoint_problem(checkpoint, args.world_size, state=not args.save_only_model)
+        if problem is None:
+            return checkpoint
+        log.warning('skipping incomplete checkpoint %s (%s): its save was cut short; removing it', checkpoint,
+                    problem)
+        if primary:
+            shutil.rmtree(checkpoint, ignore_errors=True)
+    log.warning('no complete checkpoint in %s: training from the start', checkpoints)
+    return None
+
+
+def checkpoint_problem(path: str | os.PathLike, world_size: int = 1, state: bool = True) -> str | None:
+    """Why a trainer checkpoint is incomplete, or None when it is complete.
+
+    Complete means every file the trainer writes is there and whole: ``trainer_state.json`` (written last) parses
+    and names this step; the model weights' safetensors header and length agree; and, with ``state``, the
+    optimizer, scheduler and per-process RNG states are whole zip archives (as ``torch.save`` writes them)."""
+    path = Path(path)
+    try:
+        trainer_state = json.loads((path / 'trainer_state.json').read_text())
+    except FileNotFoundError:
+        return 'trainer_state.json missing'
+    except (OSError, ValueError) as error:
+        return f'trainer_state.json unreadable: {error}'
+    if trainer_state.get('global_step') != _step(path):
+        return f'trainer_state.json is at step {trainer_state.get("global_step")}, not {_step(path)}'
+    weights = path / 'model.safetensors'
+    if not weights.is_file():
+        return 'model.safetensors missing'
+    if not _whole_safetensors(weights):
+        return 'model.safetensors truncated'
+    if state:
+        rng = ['rng_state.pth'] if world_size == 1 else [f'rng_state_{i}.pth' for i in range(world_size)]
+        for name in ('optimizer.pt', 'scheduler.pt', *rng):
+            if not (path / name).is_file():
+                return f'{name} missing'
+            if not zipfile.is_zipfile(path / name):
+                return f'{name} truncated'
+    return None
+
+
+def _whole_safetensors(path: Path) -> bool:
+    """Whether the file is as long as its header says (safetensors: 8-byte header length, JSON header, data)."""
+    try:
+        with open(path, 'rb') as f:
+            (length,) = struct.unpack('<Q', f.read(8))
+            header = json.loads(f.read(length))
+        end = max((t['data_offsets'][1] for k, t in header.items() if k != '__metadata__'), default=0)
+        return path.stat().st_size == 8 + length + end
+    except (OSError, ValueError, struct.error, KeyError, TypeError):
+        return False
+
+
+def _disk_full(error: BaseException, where: Path) -> OSError | None:
+    """A clear error for a write that failed because the disk is full (torch reports it as a RuntimeError)."""
+    chain, seen = error, set()
+    while chain is not None and id(chain) not in seen:
+        seen.add(id(chain))
+        if isinstance(chain, OSError) and chain.errno == errno.ENOSPC:
+            break
+        chain = chain.__cause__ or chain.__context__
+    else:
+        try:
+            if shutil.disk_usage(where if where.exists() else where.parent).free > 1 << 20:
+                return None
+        except OSError:
+            return None
+    full = OSError(errno.ENOSPC, f'no space left on the device of {where} while training; free space and rerun '
+                                 '(training resumes from the last complete checkpoint)')
+    full.__cause__ = error
+    return full
 
 
 def _save(model, output_dir: Path, record: dict) -> None:
-    """Save to a temporary sibling and rename, so ``output_dir`` is either absent or complete."""
-    tmp = output_dir.with_name(f'.{output_dir.name}.saving-{os.getpid()}')
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save(str(tmp))
-    config_path = tmp / 'config_sentence_transformers.json'
-    config = json.loads(config_path.read_text())
-    config['pyterrier_hybrid'] = record
-    config_path.write_text(json.dumps(config, indent=2))
-    if output_dir.exists():
-        shutil.rmtree(output_dir)
-    os.replace(tmp, output_dir)
+    """Save model, training record and model card to a temporary sibling and rename it into place, so
+    ``output_dir`` is either its old self or complete."""
+    def write(tmp: Path) -> None:
+        model.save(str(tmp))
+        config_path = tmp / 'config_sentence_transformers.json'
+        config = json.loads(config_path.read_text())
+        config['pyterrier_hybrid'] = record
+        config_path.write_text(json.dumps(config, indent=2))
+        card = tmp / 'README.md'
+        card.write_text(_with_section(card.read_text() if card.is_file() else '', 'training',
+                                      _training_card(record), before='### Framework Versions'))
+        if output_dir.is_dir():  # replacing it was allowed before training started
+            shutil.rmtree(output_dir)
+        elif output_dir.exists():
+            output_dir.unlink()
+
+    write_atomically(output_dir, write)
+
+
+def _training_card(record: Mapping[str, Any]) -> str:
+    """The model card's account of a run: recipe, base model, data and budget."""
+    recipe = Recipe.from_mapping(record['recipe'])
+    pairs = recipe.steps * recipe.batch_size * record['world_size']
+    resumed = f', resumed from step {record["resumed_from_step"]}' if record.get('resumed_from_step') else ''
+    strategy = f'{recipe.strategy} (alpha = {recipe.effective_alpha})'
+    return '\n'.join([
+        '### Training Recipe (pyterrier-hybrid)', '',
+        f'- **Strategy:** {strategy}, InfoNCE at temperature {recipe.temperature}, learning rate '
+        f'{recipe.learning_rate}, seed {recipe.seed}',
+        f'- **Base model:** `{record["base_model"]}`',
+        f'- **Data:** {", ".join(record["data"])}; languages {", ".join(record["trained_languages"])}; '
+        f'{record["train_rows"]:,} rows{" with hard negatives" if record["hard_negatives"] else ""} '
+        f'(digest `{record["data_digest"][:12]}`)',
+        f'- **Budget:** {recipe.steps:,} steps × {recipe.batch_size} pairs × {record["world_size"]} '
+        f'device{"s" if record["world_size"] > 1 else ""} = {pairs:,} pairs; max length {record["max_length"]} '
+        f'tokens; wall time {record["train_seconds"]:.1f} s{resumed}',
+        f'- **Recipe** (digest `{record["recipe_digest"][:12]}`; `pyterrier_hybrid.read_recipe(path)` reads it back):',
+        '', '```json', json.dumps(record['recipe'], indent=2), '```'])
+
+
+def add_model_card_results(path: str | os.PathLike, markdown_table: str, title: str = 'Evaluation') -> Path:
+    """Add an evaluation table (e.g. the Mo / Cr / Mul results) to a checkpoint's model card, written atomically;
+    calling it again replaces the table. Returns the card's path."""
+    path = Path(path)
+    if not (path / 'config_sentence_transformers.json').is_file():
+        raise FileNotFoundError(f'{path} is not a sentence-transformers checkpoint (no config_sentence_transformers'
+                                '.json)')
+    if not markdown_table.strip():
+        raise ValueError('markdown_table is empty')
+    card = path / 'README.md'
+    text = card.read_text(encoding='utf8') if card.is_file() else ''
+    section = f'## {title}\n\n{markdown_table.strip()}'
+    updated = _with_section(text, 'results', section, before='## Training Details')
+    write_atomically(card, lambda tmp: tmp.write_text(updated, encoding='utf8'))
+    return card
+
+
+def _with_section(card: str, key: str, body: str, before: str) -> str:
+    """``card`` with a delimited section ``key``: replaced where it exists, else put before the ``before`` heading
+    (or at the end)."""
+    begin, end = f'<!-- pyterrier-hybrid:{key} -->', f'<!-- /pyterrier-hybrid:{key} -->'
+    section = f'{begin}\n{body.strip()}\n{end}\n'
+    if begin in card and end in card:
+        head, rest = card.split(begin, 1)
+        return head + section + rest.split(end, 1)[1].lstrip('\n')
+    at = card.find(f'\n{before}\n')
+    if at < 0:
+        return (card.rstrip('\n') + '\n\n' if card.strip() else '') + section
+    return card[:at + 1] + section + '\n' + card[at + 1:]
 
 
 def read_training_record(path: str | os.PathLike) -> dict | None:
