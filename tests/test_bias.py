@@ -202,7 +202,8 @@ def test_tiny_encoder_end_to_end_on_real_lareqa_sentences(tiny_encoder, lareqa_d
     assert np.allclose(index.vectors(docs['docno']),
                        removal.apply(np.stack(encoded['doc_vec']), encoded['lang'], side='doc'), atol=1e-6)
 
-    topics = pt.get_dataset('irds:lareqa/xquad-r/de/th').get_topics().rename(columns={'text': 'query'}).head(3)
+    topics = pt.get_dataset('irds:lareqa/xquad-r/de/th').get_topics().head(3)
+    topics = topics.assign(lang=topics['qid'].str.split('-').str[0])
     results = (tiny_encoder >> removal >> index.retriever(num_results=None))(topics)
     assert len(results) == 3 * len(docs) and set(results['qid']) == set(topics['qid'])
     with pytest.raises(MissingLanguageError):

@@ -181,14 +181,15 @@ class LanguageBiasRemoval(pt.Transformer):
     ``'centre+project'``
         Centring, then the projection; needs what centring needs.
 
-    Put it between the encoder and the index on both sides (a LAReQA corpus already carries ``lang``; LAReQA
-    topics keep it with ``get_topics()`` rather than ``get_topics('text')``):
+    Put it between the encoder and the index on both sides (a LAReQA corpus already carries ``lang``; a LAReQA
+    question's language is the prefix of its id):
 
     .. code-block:: python
 
         removal = LanguageBiasRemoval(LanguageMeans.load('xquad-r.index/language_means'))
         (encoder >> removal >> index).index(dataset.get_corpus_iter())
-        topics = dataset.get_topics().rename(columns={'text': 'query'})  # qid, query, lang
+        topics = dataset.get_topics()
+        topics = topics.assign(lang=topics['qid'].str.split('-').str[0])  # qid, query, lang
         results = (encoder >> removal >> index.retriever())(topics)
 
     Args:
@@ -280,9 +281,9 @@ class LanguageBiasRemoval(pt.Transformer):
     def _missing_language_message(self, inp: pd.DataFrame) -> str:
         return (f'{type(self).__name__}(method={self.method!r}) needs each text\'s language in column '
                 f'{self.lang_column!r}, which the frame lacks (columns: {", ".join(map(str, inp.columns))}). For '
-                "LAReQA, docs carry 'lang' and topics keep it with dataset.get_topics() (rename 'text' to "
-                "'query'); other text can get it from a language-id model (pt.apply.lang(...)); or use "
-                "method='project', which needs no language")
+                "LAReQA, docs carry 'lang' and a question's language is its qid's prefix "
+                "(topics.assign(lang=topics['qid'].str.split('-').str[0])); other text can get it from a "
+                "language-id model (pt.apply.lang(...)); or use method='project', which needs no language")
 
     def _key(self) -> tuple:
         return (self.means, self.method, self.k, self.query_means, self.lang_column,
