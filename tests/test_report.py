@@ -156,3 +156,8 @@ def test_report_renders_in_a_headless_browser(report, tmp_path):
     assert pixels.shape == (4000, 1400, 3)
     viridis_green = (np.abs(pixels.astype(int) - [33, 145, 140]).sum(axis=2) < 40).mean()
     assert viridis_green > 0.005, 'the embedded heatmaps are drawn'
+
+
+def test_a_report_without_measures_says_so(tmp_path):
+    with pytest.raises(ValueError, match='at least one measure'):
+        Report(xquad_like().head(10), {'lareqa/xquad-r': ['lareqa/xquad-r/ar/ar']}, [])

@@ -271,6 +271,8 @@ class Report:
             order = [self.baseline] + [n for n in order if n != self.baseline]
         self.names = order
         measures = [str(m) for m in self.measures]
+        if not measures:
+            raise ValueError('a report needs at least one measure, e.g. nDCG@10')
         headline = HEADLINE if HEADLINE in measures else measures[0]
         self.measure_order = [headline] + [m for m in measures if m != headline and not _mul_only(m)] + \
                              [m for m in measures if m != headline and _mul_only(m)]
