@@ -25,7 +25,7 @@ from .data.translation import (
 )
 from .evaluation.measures import DEFAULT_MEASURES, RankDistance
 from .evaluation.settings import Setting, evaluate_settings, lareqa_settings, miracl_languages, miracl_settings
-from .evaluation.statistics import macro_average, macro_average_perquery, paired_tests
+from .evaluation.statistics import macro_average, macro_average_perquery, pair_tests, paired_tests, seed_summary
 from .training.recipe import CodeSwitching, Recipe, RecipeError
 from .training.rows import TrainingRows, build_rows
 
@@ -61,7 +61,7 @@ __all__ = [
     'Recipe', 'CodeSwitching', 'RecipeError',
     'ParallelItem', 'TrainingRows', 'build_rows', 'read_items', 'write_items', 'lareqa_items', 'irds_items',
     'Setting', 'lareqa_settings', 'miracl_settings', 'miracl_languages', 'evaluate_settings', 'macro_average',
-    'macro_average_perquery', 'paired_tests',
+    'macro_average_perquery', 'paired_tests', 'pair_tests', 'seed_summary',
     'Lexicon', 'load_lexicon', 'muse_lexicon', 'CodeSwitcher', 'SwitchStats', 'code_switched_items',
     'Seq2SeqTranslator', 'LexiconTranslator', 'TranslationCache', 'UnsupportedLanguageError', 'english_items',
     'translate_train', 'merge_translations',

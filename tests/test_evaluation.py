@@ -199,3 +199,73 @@ def test_paired_tests_pool_queries_of_a_kind_and_correct():
     assert table.loc['better', ('AP', 'Mo')] == pytest.approx(table.loc['base', ('AP', 'Mo')] + 0.05, abs=0.005)
     with pytest.raises(KeyError, match="baseline 'untrained' is not among"):
         paired_tests(perquery, baseline='untrained', measure='AP')
+
+
+def _language_grid(queries: int = 40) -> pd.DataFrame:
+    """XQuAD-R-shaped per-query nDCG@10 on de, en, zh (Mo, Cr, Mul): 'base' (pretrained, no seed) and 'tuned' (seeds
+    1-3), which gains 0.1 exactly where the documents are German and is otherwise the baseline plus seed noise."""
+    rng = np.random.default_rng(0)
+    langs = ['de', 'en', 'zh']
+    rows = []
+    for query_lang in langs:
+        for doc_lang in [*langs, 'all']:
+            kind = 'Mul' if doc_lang == 'all' else 'Mo' if doc_lang == query_lang else 'Cr'
+            dataset_id = f'lareqa/xquad-r/{query_lang}' + ('' if kind == 'Mul' else f'/{doc_lang}')
+            base = rng.uniform(0.2, 0.8, queries)
+            runs = [('base', None, base)] + [('tuned', seed, base + 0.1 * (doc_lang == 'de') +
+                                              rng.normal(0, 0.02, queries)) for seed in (1, 2, 3)]
+            rows += [pd.DataFrame({'name': name, 'seed': seed, 'dataset_id': dataset_id, 'kind': kind,
+                                   'query_lang': query_lang, 'doc_lang': doc_lang, 'measure': 'nDCG@10',
+                                   'qid': [f'q{i}' for i in range(queries)], 'value': values})
+                     for name, seed, values in runs]
+    return pd.concat(rows, ignore_index=True)
+
+
+def test_pair_tests_find_the_language_pairs_that_differ():
+    from scipy.stats import ttest_rel
+    from statsmodels.stats.multitest import multipletests
+
+    from pyterrier_hybrid.evaluation.statistics import pair_tests
+    perquery = _language_grid()
+    tests = pair_tests(perquery, baseline='base', measure='nDCG@10', correction='holm')
+    assert len(tests) == 12 and set(tests['name']) == {'tuned'}
+    assert (tests['pairs'] == 40).all(), 'seeds are averaged per query, not counted as queries'
+    significant = set(tests.loc[tests['significant'], ['query_lang', 'doc_lang']].itertuples(index=False, name=None))
+    assert significant == {('de', 'de'), ('en', 'de'), ('zh', 'de')}
+    assert list(tests.loc[tests['significant'], 'delta']) == pytest.approx([0.1] * 3, abs=0.01)
+    # the same numbers as scipy on the seed-averaged scores of one pair, and Holm over the model's 12 pairs
+    one = perquery[perquery['dataset_id'] == 'lareqa/xquad-r/en/de']
+    means = one.groupby(['name', 'qid'])['value'].mean().unstack('name')
+    row = tests.set_index('dataset_id').loc['lareqa/xquad-r/en/de']
+    assert row['p'] == pytest.approx(ttest_rel(means['tuned'], means['base']).pvalue, rel=1e-9)
+    assert row['mean'] == pytest.approx(means['tuned'].mean()) and row['baseline_mean'] == pytest.approx(
+        means['base'].mean())
+    np.testing.assert_allclose(tests['p_corrected'], multipletests(tests['p'], method='holm')[1])
+    uncorrected = pair_tests(perquery, baseline='base', measure='nDCG@10', correction='none')
+    np.testing.assert_array_equal(uncorrected['p_corrected'], uncorrected['p'])
+
+
+def test_paired_tests_average_seeds_per_query():
+    perquery = _language_grid()
+    tests = paired_tests(perquery, baseline='base', measure='nDCG@10').set_index('kind')
+    assert tests.loc['Cr', 'pairs'] == 6 * 40 and tests.loc['Mo', 'pairs'] == 3 * 40, 'one pair per query'
+    averaged = perquery.groupby(['name', 'dataset_id', 'kind', 'query_lang', 'doc_lang', 'qid', 'measure'],
+                                as_index=False)['value'].mean()
+    pd.testing.assert_frame_equal(paired_tests(averaged, baseline='base', measure='nDCG@10').set_index('kind'),
+                                  tests, check_like=True)
+
+
+def test_seed_summary_is_the_spread_of_each_seeds_macro_average():
+    from pyterrier_hybrid.evaluation.statistics import seed_summary
+    perquery = _language_grid()
+    summary = seed_summary(perquery).set_index(['name', 'kind'])
+    assert list(summary.index) == [(n, k) for n in ('base', 'tuned') for k in ('Mo', 'Cr', 'Mul')]
+    tuned = perquery[(perquery['name'] == 'tuned') & (perquery['kind'] == 'Cr')]
+    per_seed = tuned.groupby(['seed', 'dataset_id'])['value'].mean().groupby('seed').mean()
+    assert summary.loc[('tuned', 'Cr'), 'mean'] == pytest.approx(per_seed.mean())
+    assert summary.loc[('tuned', 'Cr'), 'std'] == pytest.approx(per_seed.std(ddof=1))
+    assert summary.loc[('tuned', 'Cr'), 'seeds'] == 3 and summary.loc[('base', 'Cr'), 'seeds'] == 1
+    assert np.isnan(summary.loc[('base', 'Cr'), 'std']), 'one seed has no spread'
+    without_seeds = seed_summary(perquery.drop(columns='seed')).set_index(['name', 'kind'])
+    assert (without_seeds['seeds'] == 1).all()
+    assert without_seeds.loc[('tuned', 'Cr'), 'mean'] == pytest.approx(per_seed.mean())

@@ -3,6 +3,7 @@ setting, and write the results; every step is skipped when its output exists."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import ir_datasets
@@ -13,7 +14,7 @@ from pyterrier_hybrid.data import lareqa
 from pyterrier_hybrid.evaluation.settings import KINDS, Setting, lareqa_settings
 
 from .config import ExperimentSpec, ModelSpec, load_experiment
-from .report import write_plots, write_tables
+from .report import Report
 
 
 def _settings(spec: ExperimentSpec, dataset_id: str) -> tuple[str, list[Setting]]:
@@ -90,14 +91,14 @@ class ExperimentRunner:
                               lambda tmp: pt.io.write_results(run, str(tmp), run_name=model.name))
 
     def run(self) -> Path:
+        started = time.monotonic()
         frames = [self.perquery(model, dataset_id) for dataset_id in self.spec.datasets
                   for model in self.spec.models.values()]
         perquery = pd.concat(frames, ignore_index=True)
         results = self.out / 'results'
         results.mkdir(parents=True, exist_ok=True)
         datasets = {d: [s.dataset_id for s in _settings(self.spec, d)[1]] for d in self.spec.datasets}
-        write_tables(perquery, results, datasets, self.spec.measures, self.spec.baseline, self.spec.correction)
-        write_plots(perquery, results)
+        Report.from_spec(self.spec, perquery, datasets, elapsed=time.monotonic() - started).write(results)
         self.log(f'results in {results}')
         return results
 
