@@ -36,6 +36,7 @@ _LAZY = {
     'DenseIndex': '.retrieval.index', 'FaissRetriever': '.retrieval.index', 'shard_corpus': '.retrieval.index',
     'CorruptIndexError': '.retrieval.index', 'IncompatibleEncoderError': '.retrieval.index',
     'PooledDenseRetrieval': '.retrieval.pooled', 'QueryVectors': '.retrieval.pooled',
+    'BiasGate': '.retrieval.gate', 'QuantizationRefusedError': '.retrieval.gate',
     'evaluate_pooled': '.evaluation.fast',
     'HybridBatchSampler': '.training.sampler',
     'train': '.training.trainer', 'build_trainer': '.training.trainer',

@@ -33,6 +33,10 @@ def _train(args: argparse.Namespace) -> None:
     print(out)
 
 
+_BACKEND_HELP = ('torch, onnx or openvino (CPU; exported once and cached; needs pip install '
+                 '"pyterrier-hybrid[onnx]" or [openvino])')
+
+
 def _index(args: argparse.Namespace) -> None:
     import ir_datasets
     import pyterrier as pt
@@ -41,7 +45,7 @@ def _index(args: argparse.Namespace) -> None:
     from .retrieval.index import DenseIndex, shard_corpus
     ir_datasets.load(args.dataset)  # an unknown id fails here, with ir_datasets' explanation, before the model loads
     encoder = HybridEncoder.from_pretrained(args.model, batch_size=args.batch_size, quantize=args.quantize,
-                                            text_field=args.text_field, verbose=True)
+                                            text_field=args.text_field, verbose=True, backend=args.backend)
     corpus = pt.get_dataset(f'irds:{args.dataset}').get_corpus_iter(verbose=False)
     if args.shard:
         corpus = shard_corpus(corpus, *args.shard)
@@ -64,7 +68,8 @@ def _retrieve(args: argparse.Namespace) -> None:
     from .retrieval.index import DenseIndex
     dataset = ir_datasets.load(args.dataset)
     docnos = [d.doc_id for d in dataset.docs_iter()] if args.restrict else None
-    encoder = HybridEncoder.from_pretrained(args.model, batch_size=args.batch_size, verbose=True)
+    encoder = HybridEncoder.from_pretrained(args.model, batch_size=args.batch_size, verbose=True,
+                                            backend=args.backend)
     pipeline = encoder >> DenseIndex(args.index).retriever(args.num_results, docnos=docnos, drop_query_vec=True)
     run = pipeline(pt.get_dataset(f'irds:{args.dataset}').get_topics(args.query_field))
     pt.io.write_results(run, args.output, run_name=args.run_name)
@@ -149,6 +154,7 @@ def parser() -> argparse.ArgumentParser:
     index.add_argument('--text-field', default='text', help='document field to encode')
     index.add_argument('--batch-size', type=int, default=32)
     index.add_argument('--quantize', action='store_true', help='int8 CPU inference')
+    index.add_argument('--backend', default='torch', help=_BACKEND_HELP)
     index.add_argument('--overwrite', action='store_true')
     index.set_defaults(run=_index)
 
@@ -171,6 +177,7 @@ def parser() -> argparse.ArgumentParser:
     retrieve.add_argument('--query-field', default='text')
     retrieve.add_argument('--batch-size', type=int, default=32)
     retrieve.add_argument('--run-name', default='pyterrier-hybrid')
+    retrieve.add_argument('--backend', default='torch', help=_BACKEND_HELP)
     retrieve.set_defaults(run=_retrieve)
 
     evaluate = commands.add_parser('evaluate', help='evaluate TREC runs on a data set (significance vs the first)',
