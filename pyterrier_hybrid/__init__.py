@@ -39,6 +39,7 @@ _LAZY = {
     'PooledDenseRetrieval': '.retrieval.pooled', 'QueryVectors': '.retrieval.pooled',
     'LanguageMeans': '.retrieval.bias', 'LanguageBiasRemoval': '.retrieval.bias',
     'UnknownLanguageError': '.retrieval.bias', 'MissingLanguageError': '.retrieval.bias',
+    'BiasGate': '.retrieval.gate', 'QuantizationRefusedError': '.retrieval.gate',
     'evaluate_pooled': '.evaluation.fast',
     'HybridBatchSampler': '.training.sampler',
     'train': '.training.trainer', 'build_trainer': '.training.trainer',

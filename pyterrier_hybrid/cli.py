@@ -57,6 +57,10 @@ def _train(args: argparse.Namespace) -> None:
                 save_steps=args.save_steps))
 
 
+_BACKEND_HELP = ('torch, onnx or openvino (CPU; exported once and cached; needs pip install '
+                 '"pyterrier-hybrid[onnx]" or [openvino])')
+
+
 def _index(args: argparse.Namespace) -> None:
     import pyterrier as pt
 
@@ -67,7 +71,7 @@ def _index(args: argparse.Namespace) -> None:
     if index.built() and not args.overwrite:
         raise FileExistsError(f'{index.index_path} already exists; pass --overwrite to replace it')
     encoder = HybridEncoder.from_pretrained(args.model, batch_size=args.batch_size, quantize=args.quantize,
-                                            text_field=args.text_field, verbose=True)
+                                            text_field=args.text_field, verbose=True, backend=args.backend)
     corpus = pt.get_dataset(f'irds:{args.dataset}').get_corpus_iter(verbose=False)
     if args.shard:
         corpus = shard_corpus(corpus, *args.shard)
@@ -91,7 +95,8 @@ def _retrieve(args: argparse.Namespace) -> None:
     # a missing or corrupt index fails here, before the model loads
     index = DenseIndex(args.index, allow_other_encoder=args.allow_other_encoder)
     retriever = index.retriever(args.num_results, docnos=docnos, drop_query_vec=True)
-    encoder = HybridEncoder.from_pretrained(args.model, batch_size=args.batch_size, verbose=True)
+    encoder = HybridEncoder.from_pretrained(args.model, batch_size=args.batch_size, verbose=True,
+                                            backend=args.backend)
     pipeline = encoder >> retriever  # refuses another model than the one that built the index
     run = pipeline(pt.get_dataset(f'irds:{args.dataset}').get_topics(args.query_field))
     pt.io.write_results(run, args.output, run_name=args.run_name)
@@ -192,6 +197,7 @@ def parser() -> argparse.ArgumentParser:
     index.add_argument('--text-field', default='text', help='document field to encode')
     index.add_argument('--batch-size', type=int, default=32)
     index.add_argument('--quantize', action='store_true', help='int8 CPU inference')
+    index.add_argument('--backend', default='torch', help=_BACKEND_HELP)
     index.add_argument('--overwrite', action='store_true')
     index.set_defaults(run=_index)
 
@@ -216,6 +222,7 @@ def parser() -> argparse.ArgumentParser:
     retrieve.add_argument('--query-field', default='text')
     retrieve.add_argument('--batch-size', type=int, default=32)
     retrieve.add_argument('--run-name', default='pyterrier-hybrid')
+    retrieve.add_argument('--backend', default='torch', help=_BACKEND_HELP)
     retrieve.set_defaults(run=_retrieve)
 
     evaluate = commands.add_parser('evaluate', help='evaluate TREC runs on a data set (significance vs the first)',

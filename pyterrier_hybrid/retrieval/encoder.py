@@ -12,9 +12,10 @@ from __future__ import annotations
 import inspect
 import json
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -22,6 +23,9 @@ import pyterrier as pt
 import pyterrier_dr
 import torch
 from pyterrier_dr.biencoder import BiDocEncoder, BiQueryEncoder
+
+if TYPE_CHECKING:
+    from .gate import BiasGate
 
 
 @dataclass(frozen=True)
@@ -140,8 +144,10 @@ class HybridEncoder(pyterrier_dr.BiEncoder):
 
     def __init__(self, model: torch.nn.Module, config: EncoderConfig, *, model_name: str = '',
                  batch_size: int = 32, text_field: str = 'text', verbose: bool = False,
-                 device: torch.device | None = None, quantized: bool = False, trust_remote_code: bool = False):
+                 device: torch.device | None = None, quantized: bool = False, trust_remote_code: bool = False,
+                 backend: str = 'torch'):
         super().__init__(batch_size=batch_size, text_field=text_field, verbose=verbose)
+        self.backend = backend
         self.model, self.encoder_config = model, config
         self.model_name, self.quantized, self.trust_remote_code = model_name, quantized, trust_remote_code
         self.device = device or model.device
@@ -152,7 +158,8 @@ class HybridEncoder(pyterrier_dr.BiEncoder):
                         query_prefix: str | None = None, doc_prefix: str | None = None,
                         max_length: int | None = None, similarity: str | None = None, batch_size: int = 32,
                         text_field: str = 'text', device: str | None = None, quantize: bool = False,
-                        trust_remote_code: bool = False, verbose: bool = False) -> HybridEncoder:
+                        trust_remote_code: bool = False, verbose: bool = False, backend: str = 'torch',
+                        calibration: Sequence[str] | None = None, gate: BiasGate | None = None) -> HybridEncoder:
         """Load a checkpoint by Hub name or local path as ``SentenceTransformer`` loads it.
 
         A plain Hugging Face checkpoint (no ``modules.json``) gets sentence-transformers' default: mean pooling
@@ -166,16 +173,29 @@ class HybridEncoder(pyterrier_dr.BiEncoder):
             batch_size: texts per forward pass.
             text_field: the document column to encode (e.g. ``'context'`` for LAReQA paragraphs).
             device: ``'cpu'``, ``'cuda'``...; a GPU is used when present, in bf16 (fp16 where bf16 is unsupported).
-            quantize: int8 dynamic quantisation of the attention projections, for CPU inference.
+            quantize: int8 for CPU inference: with ``backend='torch'`` dynamic quantisation of the attention
+                projections; with ``'onnx'`` ONNX Runtime dynamic quantisation; with ``'openvino'`` NNCF static
+                quantisation calibrated on ``calibration``. An ONNX or OpenVINO int8 model is used only if ``gate``
+                (default :class:`~pyterrier_hybrid.retrieval.gate.BiasGate`) accepts it.
             trust_remote_code: run Python code shipped with the checkpoint (an ``auto_map`` or a custom module).
                 Only this argument allows it: a checkpoint's own config cannot.
             verbose: progress bars.
+            backend: ``'torch'``, ``'onnx'`` (ONNX Runtime) or ``'openvino'``, CPU only; the export is cached
+                (see :mod:`pyterrier_hybrid.retrieval.backends`).
+            calibration: texts of the target corpus to calibrate OpenVINO static int8 on (default: 300 XQuAD-R
+                sentences of all languages, none of which the gate uses).
+            gate: the bias gate int8 exports must pass.
         """
         from sentence_transformers import SentenceTransformer
         name_or_path = str(name_or_path)
         target = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
         if quantize and target.type != 'cpu':
             raise ValueError('quantize=True is the int8 CPU path; use device="cpu"')
+        if backend != 'torch':
+            from .backends import check_backend
+            check_backend(backend)
+            if target.type != 'cpu':
+                raise ValueError(f'backend={backend!r} runs on CPU; use device="cpu" (or backend="torch" on a GPU)')
         try:
             model = SentenceTransformer(name_or_path, device=str(target), trust_remote_code=trust_remote_code,
                                         model_kwargs=_without_pooler(name_or_path, trust_remote_code))
@@ -186,12 +206,17 @@ class HybridEncoder(pyterrier_dr.BiEncoder):
         config = replace(EncoderConfig.of(model), **{k: v for k, v in overrides.items() if v is not None})
         if max_length is not None:
             model.max_seq_length = max_length
-        if quantize:
+        if quantize and backend == 'torch':
             _quantize_int8(model.transformers_model)
         elif target.type == 'cuda':
             model = model.to(torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
-        return cls(model.eval(), config, model_name=name_or_path, batch_size=batch_size, text_field=text_field,
-                   verbose=verbose, device=target, quantized=quantize, trust_remote_code=trust_remote_code)
+        encoder = cls(model.eval(), config, model_name=name_or_path, batch_size=batch_size, text_field=text_field,
+                      verbose=verbose, device=target, quantized=quantize, trust_remote_code=trust_remote_code,
+                      backend=backend)
+        if backend != 'torch':
+            from .backends import load_backend
+            load_backend(encoder, calibration, gate)
+        return encoder
 
     # --- the BiEncoder contract ------------------------------------------------------------------------------
 
@@ -273,7 +298,8 @@ class HybridEncoder(pyterrier_dr.BiEncoder):
         return super().__rshift__(other)
 
     def __repr__(self) -> str:
-        suffix = (', quantize=True' if self.quantized else '') + (
+        suffix = (f', backend={self.backend!r}' if self.backend != 'torch' else '') + (
+            ', quantize=True' if self.quantized else '') + (
             ', trust_remote_code=True' if self.trust_remote_code else '')
         return f'HybridEncoder.from_pretrained({self.model_name!r}{suffix})'
 
