@@ -171,6 +171,9 @@ def test_example_experiments_validate(name, evaluated_on, monkeypatch, offline_m
     monkeypatch.setenv('OFFLINE_MODELS_DIR', str(offline_models['multilingual-e5-small'].parent))
     spec = load_experiment(experiment_examples() / name)
     assert spec.baseline == 'mE5' and spec.datasets == [evaluated_on]
+    assert spec.seeds == (None if name == 'paper_table.yaml' else [1, 2, 3])
+    trained = sum(m.recipe is not None for m in spec.models.values())
+    assert len(spec.variants()) == len(spec.models) + (0 if spec.seeds is None else 2 * trained)
     for model in spec.models.values():
         assert model.pretrained is None or (Path(model.pretrained) / 'config.json').is_file()
 
