@@ -53,10 +53,59 @@ VALID = '''
     ('name: x\nmodels: {a: {pretrained: m}}\ndatasets: [lareqa/xquad-r]\nsettings: [Mono, [de, en]]\n',
      r"settings.0: unknown setting 'Mono'; valid: Mo, Cr, Mul"),
     ('name: [unclosed\n', 'not valid YAML'),
+    ('name: x\nmodels:\n  a: {pretrained: m}\n  a: {pretrained: n}\ndatasets: [lareqa/xquad-r]\n',
+     r"exp.yaml:4: models.a: duplicate model name 'a' \(lines 3 and 4\): YAML would keep only the last"),
+    ('name: x\ndatasets: [lareqa/xquad-r]\nmodels: {a: {pretrained: m}}\ndatasets: [lareqa/mlqa-r]\n',
+     r"exp.yaml:4: datasets: duplicate key 'datasets' \(lines 2 and 4\)"),
+    ('name: x\nmodels:\n  ../a: {pretrained: m}\ndatasets: [lareqa/xquad-r]\n',
+     r"exp.yaml:3: models.../a: model name: '../a' would be written outside its folder"),
+    ('name: ..\nmodels: {a: {pretrained: m}}\ndatasets: [lareqa/xquad-r]\n',
+     r"exp.yaml:1: name: '..' would be written outside its folder"),
+    ('name: x\nmodels:\n  1: {pretrained: m}\ndatasets: [lareqa/xquad-r]\n',
+     r"exp.yaml:3: models.1: model name: a name is a non-empty string, not 1"),
+    ('name: x\nmodels:\n  a: {pretrained: m}\n  b:\n    train: {base: a, data: lareqa/mlqa-r, steps: forty}\n'
+     'datasets: [lareqa/xquad-r]\n', r"exp.yaml:5: models.b.train.steps: expected an integer, not 'forty'"),
+    ('name: x\nmodels:\n  a: {pretrained: m}\n  b:\n    train:\n      base: a\n      data: lareqa/mlqa-r\n'
+     '      batch_size: x\ndatasets: [lareqa/xquad-r]\n',
+     r"exp.yaml:8: models.b.train.batch_size: expected an integer, not 'x'"),
+    ('name: x\nmodels:\n  a: {pretrained: m, batch_size: x}\ndatasets: [lareqa/xquad-r]\n',
+     r"exp.yaml:3: models.a.batch_size: batch_size is a positive integer, not 'x'"),
+    ('name: x\nmodels:\n  a: {train: {base: b, data: lareqa/mlqa-r}}\n  b: {train: {base: a, data: lareqa/mlqa-r}}\n'
+     'datasets: [lareqa/xquad-r]\n', r"exp.yaml:3: models.a.train.base: cyclic base: a -> b -> a"),
+    ('name: x\nmodels: {a: {pretrained: m}}\ndatasets: lareqa/xquad-r\n',
+     r"exp.yaml:3: datasets: datasets is a list such as \[lareqa/xquad-r\], not 'lareqa/xquad-r'"),
+    ('name: x\nmodels: {a: {pretrained: m}}\ndatasets: [lareqa/xquad-r]\nsettings: Mo\n',
+     r"exp.yaml:4: settings: settings is a list such as \[Mo, Cr, Mul\] or \[\[de, en\]\], not 'Mo'"),
+    ('name: x\nmodels: {a: {pretrained: m}}\ndatasets: [lareqa/xquad-r]\nmeasures: AP\n',
+     r"exp.yaml:4: measures: measures is a list such as \[AP, nDCG@10\], not 'AP'"),
+    ('name: x\nseeds: [1, one]\nmodels: {a: {pretrained: m}}\ndatasets: [lareqa/xquad-r]\n',
+     r"exp.yaml:2: seeds.1: seeds are distinct integers, not 'one'"),
+    ('name: x\nseeds: [1, 2]\nmodels:\n  a: {pretrained: m}\n  b:\n    train: {base: a, data: lareqa/mlqa-r,\n'
+     '            seed: 3}\ndatasets: [lareqa/xquad-r]\n',
+     r"exp.yaml:7: models.b.train.seed: give seeds \(top level\) or train.seed, not both"),
+    ('name: x\nmodels:\n  a: {pretrained: m}\n  b: {train: {base: a, data: missing.jsonl}}\n'
+     'datasets: [lareqa/xquad-r]\n',
+     r"exp.yaml:4: models.b.train.data: training data 'missing.jsonl' is neither a JSONL file"),
 ])
 def test_validator_reports_location_and_choices(tmp_path, broken, expected):
     with pytest.raises(ExperimentError, match=expected):
         load_experiment(write(tmp_path, broken))
+
+
+def test_unset_variables_are_named_with_their_line(tmp_path, monkeypatch):
+    monkeypatch.delenv('PH_UNSET_MODELS', raising=False)
+    monkeypatch.delenv('PH_UNSET_DATA', raising=False)
+    monkeypatch.setenv('PH_SET', 'lareqa')
+    path = write(tmp_path, 'name: x\nmodels:\n  a: {pretrained: "${PH_UNSET_MODELS}/m"}\n'
+                           'datasets: [$PH_SET/xquad-r, $PH_UNSET_DATA/mlqa-r]\n')
+    with pytest.raises(ExperimentError) as error:
+        load_experiment(path)
+    lines = str(error.value).splitlines()
+    assert f"{path}:3: models.a.pretrained: environment variable 'PH_UNSET_MODELS' is not set " \
+           f"(in '${{PH_UNSET_MODELS}}/m')" in lines
+    assert f"{path}:4: datasets.1: environment variable 'PH_UNSET_DATA' is not set " \
+           f"(in '$PH_UNSET_DATA/mlqa-r')" in lines
+    assert not any('PH_SET' in line for line in lines)
 
 
 def test_validator_collects_every_problem(tmp_path):
@@ -87,7 +136,8 @@ def test_runner_end_to_end_with_cache_and_resume(tiny_model, tmp_path, lareqa_di
             ph.run_experiment(path, log=lambda *a: None)
     cached = list((spec.output / 'perquery').rglob('*.csv.gz'))
     assert len(cached) == 1, 'the first model was kept'
-    lost_run = next((spec.output / 'runs' / 'base').glob('*.res.gz'))
+    runs = spec.output / 'runs-top5'  # the folder names the depth: a 5-deep run is no full ranking
+    lost_run = next(runs.glob('base-*/*.res.gz'))
     lost_run.unlink()  # as if the interruption had hit while the runs were written
 
     results = ph.run_experiment(path, log=lambda *a: None)  # resumes: trains and evaluates the second model
@@ -100,7 +150,7 @@ def test_runner_end_to_end_with_cache_and_resume(tiny_model, tmp_path, lareqa_di
     assert set(tests['name']) == {'hybrid'} and {'p', 'p_corrected', 'significant'} <= set(tests.columns)
     assert (results / 'heatmap_base_lareqa_xquad-r.png').stat().st_size > 1000
     assert (results / 'rank_distance_lareqa_xquad-r.png').is_file()
-    assert len(list((spec.output / 'runs' / 'hybrid').glob('*.res.gz'))) == 6
+    assert len(list(runs.glob('hybrid-seed42-*/*.res.gz'))) == 6
     assert lost_run.is_file(), 'the resumed run completed the runs of the cached model'
     assert (results / 'summary.md').read_text().count('|') > 10
 
@@ -121,6 +171,9 @@ def test_example_experiments_validate(name, evaluated_on, monkeypatch, offline_m
     monkeypatch.setenv('OFFLINE_MODELS_DIR', str(offline_models['multilingual-e5-small'].parent))
     spec = load_experiment(experiment_examples() / name)
     assert spec.baseline == 'mE5' and spec.datasets == [evaluated_on]
+    assert spec.seeds == (None if name == 'paper_table.yaml' else [1, 2, 3])
+    trained = sum(m.recipe is not None for m in spec.models.values())
+    assert len(spec.variants()) == len(spec.models) + (0 if spec.seeds is None else 2 * trained)
     for model in spec.models.values():
         assert model.pretrained is None or (Path(model.pretrained) / 'config.json').is_file()
 

@@ -12,6 +12,7 @@ must be trained, encodes each corpus once per model, evaluates, compares and dra
       acs:
         train: {base: mE5, data: lareqa/mlqa-r, strategy: xx-mono,
                 code_switching: {lexicons: [lexicons/en-de.txt, lexicons/en-ar.txt], p: 0.5}}
+    seeds: [1, 2, 3]                  # optional: train every trained model once per seed (mean and spread)
     datasets: [lareqa/xquad-r]        # lareqa/xquad-r, lareqa/mlqa-r, miracl/<lang>/dev, any ir_datasets id
     settings: [Mo, Cr, Mul]           # and/or language pairs such as [de, en] (LAReQA only)
     languages: [de, en, zh]           # optional: restrict the LAReQA languages
@@ -22,18 +23,21 @@ must be trained, encodes each corpus once per model, evaluates, compares and dra
     x-budget: &budget {steps: 60}     # top-level keys starting with x- are ignored: a place for YAML anchors
 
 The output folder holds ``models/`` (trained checkpoints), ``encodings/`` (one pooled encoding per model and
-data set), ``perquery/`` (per-query values per model and data set), ``runs/`` (TREC runs) and ``results/``:
-per-setting tables, the Mo / Cr / Mul summary, significance tests (CSV and Markdown), AP heatmaps per language
-pair and a rank-distance chart per query language (PNG). Everything is written atomically and keyed by the
-model's definition, so a second run does no work and an interrupted one continues where it stopped.
+data set), ``perquery/`` (per-query values per model and data set), ``runs-top<run_depth>/`` (TREC runs) and
+``results/``: per-setting tables, the Mo / Cr / Mul summary, significance tests (CSV and Markdown), AP heatmaps per
+language pair and a rank-distance chart per query language (PNG). Everything is written atomically and keyed by
+content (:attr:`ModelSpec.key`), so a second run does no work, an interrupted one continues where it stopped, and a
+changed base checkpoint, recipe, lexicon or training file is a new model.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
+import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +50,8 @@ from pyterrier_hybrid.evaluation.settings import KINDS
 from pyterrier_hybrid.training.recipe import Recipe, RecipeError
 
 MODEL_KEYS = {'pretrained', 'train', 'batch_size', 'quantize'}
-TOP_KEYS = {'name', 'output', 'models', 'datasets', 'settings', 'languages', 'measures', 'baseline', 'correction',
-            'run_depth'}
+TOP_KEYS = {'name', 'output', 'models', 'seeds', 'datasets', 'settings', 'languages', 'measures', 'baseline',
+            'correction', 'run_depth'}
 CORRECTIONS = ('holm', 'bonferroni', 'fdr_bh', 'sidak', 'none')
 
 
@@ -55,33 +59,101 @@ class ExperimentError(ValueError):
     """An experiment file that cannot run; the message lists every problem with its line."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModelSpec:
     """One model of an experiment: a pretrained checkpoint, or ``base`` fine-tuned on ``data`` with ``recipe``."""
     name: str
     pretrained: str | None = None
-    base: str | None = None  # another model's name, or a checkpoint
-    data: str | None = None
+    base: ModelSpec | str | None = None  # another model of the experiment, or a checkpoint (Hub id or path)
+    data: str | None = None  # a LAReQA collection or a JSONL file
     recipe: Recipe | None = None
-    batch_size: int = 32
+    batch_size: int = 32  # encoding options: how the model is used, not what it is
     quantize: bool = False
 
     @property
+    def seed(self) -> int | None:
+        """The training seed (None for a pretrained model)."""
+        return None if self.recipe is None else self.recipe.seed
+
+    @property
+    def label(self) -> str:
+        """How logs name the model: ``hybrid seed 2``."""
+        return self.name if self.recipe is None else f'{self.name} seed {self.seed}'
+
+    def seeded(self, seed: int) -> ModelSpec:
+        """This model trained with ``seed`` (from its base trained with the same seed); pretrained ones as they are."""
+        if self.recipe is None:
+            return self
+        base = self.base.seeded(seed) if isinstance(self.base, ModelSpec) else self.base
+        return dataclasses.replace(self, base=base, recipe=dataclasses.replace(self.recipe, seed=seed))
+
+    def digest(self) -> str:
+        """What the model is, by content: a pretrained checkpoint's files (or Hub id); for a trained model its
+        recipe (lexicons by content), its base's digest and its training data's. Encoding options and the name
+        are left out, so int8 encoding does not retrain and renaming a base does not retrain what it is under."""
+        if self.recipe is None:
+            return checkpoint_digest(self.pretrained)
+        base = self.base.digest() if isinstance(self.base, ModelSpec) else checkpoint_digest(self.base)
+        recipe = self.recipe
+        if recipe.code_switching:
+            lexicons = tuple(file_digest(p) for p in recipe.code_switching.lexicons)
+            recipe = dataclasses.replace(recipe, code_switching=dataclasses.replace(recipe.code_switching,
+                                                                                    lexicons=lexicons))
+        return _digest({'base': base, 'data': data_digest(self.data), 'recipe': recipe.digest()})
+
+    @property
     def key(self) -> str:
-        """The model's cache key: its name and a digest of its definition.
+        """The trained model's cache key: a readable prefix (name, seed) and :meth:`digest`."""
+        prefix = self.name if self.recipe is None else f'{self.name}-seed{self.seed}'
+        return f'{prefix}-{self.digest()[:12]}'
 
-        Lexicons count by their contents, not their paths, so the key does not depend on the directory the
-        experiment is run from, and an edited lexicon is a new model."""
-        definition = asdict(self)
-        switching = self.recipe.code_switching if self.recipe else None
-        if switching:
-            definition['recipe']['code_switching']['lexicons'] = [_file_digest(p) for p in switching.lexicons]
-        digest = hashlib.sha256(json.dumps(definition, sort_keys=True, default=str).encode()).hexdigest()[:10]
-        return f'{self.name}-{digest}'
+    @property
+    def encoding_key(self) -> str:
+        """The cache key of what the model's vectors depend on: :attr:`key` plus int8 quantisation.
+
+        ``batch_size`` is left out: it changes how many texts share a forward pass, not the model or the maths,
+        so it is a memory setting like the device (vectors differ only by float rounding, as across devices)."""
+        return f'{self.key}-int8' if self.quantize else self.key
 
 
-def _file_digest(path: str) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+_FILE_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """The sha256 of a file's contents, remembered per (path, size, mtime): a checkpoint's weights take about a
+    second to hash, and keys are asked for often."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    remembered = (str(path), stat.st_size, stat.st_mtime_ns)
+    if remembered not in _FILE_DIGESTS:
+        with open(path, 'rb') as file:
+            _FILE_DIGESTS[remembered] = hashlib.file_digest(file, 'sha256').hexdigest()
+    return _FILE_DIGESTS[remembered]
+
+
+def checkpoint_digest(name_or_path: str) -> str:
+    """A local checkpoint by the contents of its files (config, weights, tokenizer; not hidden files or
+    documentation), so pointing a model at another checkpoint is a new model; a Hub id by name and revision
+    (``main``, the revision the encoder and the trainer load)."""
+    path = Path(name_or_path)
+    if not path.is_dir():
+        return _digest({'hub': str(name_or_path), 'revision': 'main'})
+    files = sorted(p for p in path.rglob('*') if p.is_file() and p.suffix != '.md'
+                   and not any(part.startswith('.') for part in p.relative_to(path).parts))
+    return _digest({p.relative_to(path).as_posix(): file_digest(p) for p in files})
+
+
+def data_digest(data: str) -> str:
+    """Training data by content: a LAReQA collection by the published sha256s of its files (each file read is
+    checked against them), a JSONL file by its own."""
+    collection = data.removeprefix('lareqa/')
+    if collection in lareqa.COLLECTIONS:
+        return _digest({f: h for f, h in sorted(lareqa.SHA256.items()) if f.startswith(f'{collection}/')})
+    return file_digest(data)
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
 
 
 @dataclass
@@ -96,26 +168,44 @@ class ExperimentSpec:
     baseline: str | None = None
     correction: str = 'holm'
     run_depth: int = 100
+    seeds: list[int] | None = None  # None: each trained model once, with its recipe's seed
+
+    def variants(self) -> list[ModelSpec]:
+        """Every model to evaluate: each trained model once per seed, each pretrained model once (its values
+        serve every seed)."""
+        return [variant for model in self.models.values()
+                for variant in ([model.seeded(s) for s in self.seeds] if self.seeds and model.recipe else [model])]
 
 
 # --- reading and validating ---------------------------------------------------------------------------------------
 
 class _Located:
-    """Line numbers of the keys and items of a YAML document, by path."""
+    """Line numbers of the keys and items of a YAML document, by path, and its duplicate keys (which YAML
+    resolves silently: the last one wins)."""
 
     def __init__(self, text: str):
         self.lines: dict[tuple, int] = {}
-        node = yaml.compose(text)
+        self.duplicates: list[tuple[tuple, str]] = []
+        self._keys = yaml.constructor.SafeConstructor()
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
         if node is not None:
             self._walk(node, ())
 
     def _walk(self, node, path: tuple) -> None:
         self.lines[path] = node.start_mark.line + 1
         if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                self.lines[path + (key.value,)] = key.start_mark.line + 1
-                self._walk(value, path + (key.value,))
-                self.lines[path + (key.value,)] = key.start_mark.line + 1  # the key's line, not its value's
+            seen: dict = {}
+            for key_node, value in node.value:
+                merge = key_node.tag == 'tag:yaml.org,2002:merge'
+                key = '<<' if merge else self._keys.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                if key in seen and key != '<<':
+                    what = 'model name' if path == ('models',) else 'key'
+                    self.duplicates.append((path + (key,), f'duplicate {what} {key!r} (lines {seen[key]} and '
+                                                           f'{line}): YAML would keep only the last'))
+                seen.setdefault(key, line)
+                self._walk(value, path + (key,))
+                self.lines[path + (key,)] = line  # the key's line, not its value's
         elif isinstance(node, yaml.SequenceNode):
             for i, item in enumerate(node.value):
                 self._walk(item, path + (i,))
@@ -131,11 +221,12 @@ def load_experiment(path: str | os.PathLike) -> ExperimentSpec:
     path = Path(path)
     text = path.read_text(encoding='utf-8')
     try:
-        raw = _expand_vars(yaml.safe_load(text))
         located = _Located(text)
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise ExperimentError(f'{path}: not valid YAML: {error}') from error
-    problems: list[tuple[tuple, str]] = []
+    problems: list[tuple[tuple, str]] = list(located.duplicates)
+    raw = _expand_vars(raw, (), problems)
     spec = _validate(raw, problems, path.parent)
     if problems:
         raise ExperimentError('\n'.join(f'{path}:{located.at(where)}: {".".join(map(str, where)) or "top"}: '
@@ -143,14 +234,24 @@ def load_experiment(path: str | os.PathLike) -> ExperimentSpec:
     return spec
 
 
-def _expand_vars(value: Any) -> Any:
-    """``$VAR`` / ``${VAR}`` in string values, so one file serves machines with different paths."""
+_VAR = re.compile(r'\$(?:\{(?P<braced>[^}]*)\}|(?P<name>\w+))')
+
+
+def _expand_vars(value: Any, where: tuple, problems: list) -> Any:
+    """``$VAR`` / ``${VAR}`` in string values, so one file serves machines with different paths; an unset one is
+    a problem here rather than a missing checkpoint a minute into the run."""
     if isinstance(value, str):
-        return os.path.expandvars(value)
+        def expand(match: re.Match) -> str:
+            name = match['name'] if match['braced'] is None else match['braced']
+            if name not in os.environ:
+                problems.append((where, f'environment variable {name!r} is not set (in {value!r})'))
+                return match[0]
+            return os.environ[name]
+        return _VAR.sub(expand, value)
     if isinstance(value, list):
-        return [_expand_vars(v) for v in value]
+        return [_expand_vars(v, where + (i,), problems) for i, v in enumerate(value)]
     if isinstance(value, dict):
-        return {k: _expand_vars(v) for k, v in value.items()}
+        return {k: _expand_vars(v, where + (k,), problems) for k, v in value.items()}
     return value
 
 
@@ -158,6 +259,24 @@ def _unknown_keys(value: Mapping, valid: set, where: tuple, problems: list) -> N
     for key in value:
         if key not in valid:
             problems.append((where + (key,), f'unknown key {key!r}; valid: {", ".join(sorted(valid))}'))
+
+
+def _name_problem(name: Any) -> str | None:
+    """Names become file and folder names under the output folder: no separators, no ``..``."""
+    if not isinstance(name, str) or not name:
+        return f'a name is a non-empty string, not {name!r}'
+    if name in ('.', '..') or any(c in name for c in ('/', '\\', '\0')):
+        return f'{name!r} would be written outside its folder: a name may not contain / or \\ or be . or ..'
+    return None
+
+
+def _list(raw: Mapping, key: str, default: Any, problems: list, example: str) -> list | None:
+    """A list-valued top-level key; a string (``settings: Mo``) is a problem, not a list of characters."""
+    value = raw.get(key, default)
+    if value is None or isinstance(value, list):
+        return value
+    problems.append(((key,), f'{key} is a list such as {example}, not {value!r}'))
+    return None
 
 
 def _validate(raw: Any, problems: list, base: Path) -> ExperimentSpec | None:
@@ -168,61 +287,85 @@ def _validate(raw: Any, problems: list, base: Path) -> ExperimentSpec | None:
     for key in ('name', 'models', 'datasets'):
         if key not in raw:
             problems.append(((), f'missing required key {key!r}'))
+    if 'name' in raw and _name_problem(raw['name']):
+        problems.append((('name',), _name_problem(raw['name'])))
+    seeds = _list(raw, 'seeds', None, problems, '[1, 2, 3]')
+    for i, seed in enumerate(seeds or []):
+        if not isinstance(seed, int) or isinstance(seed, bool) or seed in seeds[:i]:
+            problems.append((('seeds', i), f'seeds are distinct integers, not {seed!r}'))
+    if seeds == []:
+        problems.append((('seeds',), 'give at least one seed (or leave seeds out)'))
     models = {}
     raw_models = raw.get('models') or {}
     if not isinstance(raw_models, dict):
         problems.append((('models',), 'models is a mapping of name -> {pretrained: ...} or {train: ...}'))
         raw_models = {}
     for name, model in raw_models.items():
-        models[name] = _validate_model(name, model, raw_models, problems, base)
-    datasets = raw.get('datasets') or []
-    for i, dataset_id in enumerate(datasets if isinstance(datasets, list) else []):
+        if _name_problem(name):
+            problems.append((('models', name), f'model name: {_name_problem(name)}'))
+        models[name] = _validate_model(name, model, raw_models, problems, base, seeds)
+    _check_cycles(models, problems)
+    datasets = _list(raw, 'datasets', [], problems, '[lareqa/xquad-r]') or []
+    for i, dataset_id in enumerate(datasets):
         try:
             ir_datasets.load(dataset_id)
         except (KeyError, TypeError) as error:
             message = error.args[0] if error.args else error
             problems.append((('datasets', i), f'unknown data set {dataset_id!r}: {message}'))
-    langs = raw.get('languages')
+    langs = _list(raw, 'languages', None, problems, '[de, en, zh]')
     valid_langs = sorted(set().union(*lareqa.COLLECTIONS.values()))
     for i, lang in enumerate(langs or []):
         if lang not in valid_langs:
             problems.append((('languages', i), f'unknown language {lang!r}; valid: {", ".join(valid_langs)}'))
-    settings = raw.get('settings', list(KINDS))
-    for i, setting in enumerate(settings or []):
+    settings = _list(raw, 'settings', list(KINDS), problems, '[Mo, Cr, Mul] or [[de, en]]') or []
+    for i, setting in enumerate(settings):
         pair = isinstance(setting, list) and len(setting) == 2 and all(s in valid_langs for s in setting)
         if setting not in KINDS and not pair:
             problems.append((('settings', i), f'unknown setting {setting!r}; valid: {", ".join(KINDS)} or a '
                                               f'[query_lang, doc_lang] pair of {", ".join(valid_langs)}'))
     measures = []
-    for i, name in enumerate(raw.get('measures', ['AP', 'nDCG@10', 'R@100', 'RankDistance'])):
+    for i, name in enumerate(_list(raw, 'measures', ['AP', 'nDCG@10', 'R@100', 'RankDistance'], problems,
+                                   '[AP, nDCG@10]') or []):
         try:
             measures.append(parse_measure(name))
         except ValueError as error:
             problems.append((('measures', i), str(error)))
     baseline = raw.get('baseline')
     if baseline is not None and baseline not in raw_models:
-        problems.append((('baseline',), f'unknown model {baseline!r}; valid: {", ".join(raw_models)}'))
+        problems.append((('baseline',), f'unknown model {baseline!r}; valid: {", ".join(map(str, raw_models))}'))
     correction = raw.get('correction', 'holm')
     if correction not in CORRECTIONS:
         problems.append((('correction',), f'unknown correction {correction!r}; valid: {", ".join(CORRECTIONS)}'))
     run_depth = raw.get('run_depth', 100)
-    if not isinstance(run_depth, int) or run_depth < 0:
+    if not isinstance(run_depth, int) or isinstance(run_depth, bool) or run_depth < 0:
         problems.append((('run_depth',), f'run_depth is a number of documents >= 0, not {run_depth!r}'))
     if problems:
         return None
     output = Path(raw.get('output') or f'runs/{raw["name"]}')
     return ExperimentSpec(name=raw['name'], output=output if output.is_absolute() else base / output,
-                          models=models, datasets=datasets, settings=settings, languages=langs, measures=measures,
-                          baseline=baseline, correction=correction, run_depth=run_depth)
+                          models=_resolve_bases(models), datasets=datasets, settings=settings, languages=langs,
+                          measures=measures, baseline=baseline, correction=correction, run_depth=run_depth,
+                          seeds=seeds)
 
 
-def _validate_model(name: str, model: Any, all_models: Mapping, problems: list, base: Path) -> ModelSpec | None:
+def _validate_model(name: Any, model: Any, all_models: Mapping, problems: list, base: Path,
+                    seeds: list | None) -> ModelSpec | None:
     where = ('models', name)
     if not isinstance(model, dict) or ('pretrained' in model) == ('train' in model):
         problems.append((where, 'a model has exactly one of pretrained: (a Hub id or path) or train: {...}'))
         return None
     _unknown_keys(model, MODEL_KEYS, where, problems)
-    train, recipe = model.get('train'), None
+    batch_size, quantize = model.get('batch_size', 32), model.get('quantize', False)
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        problems.append((where + ('batch_size',), f'batch_size is a positive integer, not {batch_size!r}'))
+    if not isinstance(quantize, bool):
+        problems.append((where + ('quantize',), f'quantize is true or false, not {quantize!r}'))
+    pretrained = model.get('pretrained')
+    if pretrained is not None and not isinstance(pretrained, str):
+        problems.append((where + ('pretrained',), f'pretrained is a Hub id or a path, not {pretrained!r}'))
+    elif pretrained is not None and pretrained.startswith(('/', '.')) and not Path(pretrained).is_dir():
+        problems.append((where + ('pretrained',), f'checkpoint directory {pretrained} does not exist'))
+    train, recipe, data = model.get('train'), None, None
     if train is not None:
         if not isinstance(train, dict):
             problems.append((where + ('train',), 'train is a mapping (base, data, strategy, ...)'))
@@ -232,6 +375,14 @@ def _validate_model(name: str, model: Any, all_models: Mapping, problems: list, 
                 problems.append((where + ('train',), f'missing required key {key!r}'))
         if train.get('base') == name:
             problems.append((where + ('train', 'base'), 'a model cannot be trained from itself'))
+        elif 'base' in train and not isinstance(train['base'], str):
+            problems.append((where + ('train', 'base'), f'base is a model name or a checkpoint, not {train["base"]!r}'))
+            return None
+        data = train.get('data')
+        if data is not None:
+            data = _training_data(data, where + ('train', 'data'), problems, base)
+        if seeds and 'seed' in train:
+            problems.append((where + ('train', 'seed'), 'give seeds (top level) or train.seed, not both'))
         values = {k: v for k, v in train.items() if k not in ('base', 'data')}
         switching = values.get('code_switching')
         if isinstance(switching, dict) and isinstance(switching.get('lexicons'), list):
@@ -244,6 +395,42 @@ def _validate_model(name: str, model: Any, all_models: Mapping, problems: list, 
             recipe = Recipe.from_mapping(values)
         except RecipeError as error:
             problems.append((where + ('train', *error.field.split('.')), error.message))
-    return ModelSpec(name=name, pretrained=model.get('pretrained'), base=(train or {}).get('base'),
-                     data=(train or {}).get('data'), recipe=recipe, batch_size=model.get('batch_size', 32),
-                     quantize=model.get('quantize', False))
+    return ModelSpec(name=name, pretrained=pretrained, base=(train or {}).get('base'), data=data, recipe=recipe,
+                     batch_size=batch_size, quantize=quantize)
+
+
+def _training_data(data: Any, where: tuple, problems: list, base: Path) -> str | None:
+    """A LAReQA collection, or a JSONL file relative to the experiment file (its content keys the model)."""
+    if isinstance(data, str) and data.removeprefix('lareqa/') in lareqa.COLLECTIONS:
+        return data
+    if isinstance(data, str) and (base / data).is_file():
+        return str(base / data)
+    problems.append((where, f'training data {data!r} is neither a JSONL file (relative to this file) nor one of '
+                            f'{", ".join("lareqa/" + c for c in lareqa.COLLECTIONS)}'))
+    return None
+
+
+def _check_cycles(models: Mapping[Any, ModelSpec | None], problems: list) -> None:
+    """``a`` trained from ``b`` trained from ``a`` would recurse forever; name the cycle at each member."""
+    for name, model in models.items():
+        chain, current = [name], model
+        while current is not None and current.base in models and current.base not in chain:
+            chain.append(current.base)
+            current = models[current.base]
+        if current is not None and current.base == name and len(chain) > 1:
+            cycle = ' -> '.join(map(str, chain + [name]))
+            problems.append((('models', name, 'train', 'base'), f'cyclic base: {cycle}'))
+
+
+def _resolve_bases(models: Mapping[str, ModelSpec]) -> dict[str, ModelSpec]:
+    """Replace each base that names a model of the experiment by that model's spec."""
+    resolved: dict[str, ModelSpec] = {}
+
+    def resolve(name: str) -> ModelSpec:
+        if name not in resolved:
+            model = models[name]
+            base = resolve(model.base) if model.base in models else model.base
+            resolved[name] = dataclasses.replace(model, base=base)
+        return resolved[name]
+
+    return {name: resolve(name) for name in models}

@@ -69,7 +69,8 @@ def describe_model(model: ModelSpec) -> str:
     if model.recipe is None:
         return f'pretrained {model.pretrained}'
     r = model.recipe
-    parts = [f'{r.strategy} (α = {r.effective_alpha:g}) from {model.base} on {model.data}',
+    base = getattr(model.base, 'name', model.base)  # another model of the experiment, or a checkpoint
+    parts = [f'{r.strategy} (α = {r.effective_alpha:g}) from {base} on {model.data}',
              f'{r.steps:,} steps × {r.batch_size} = {r.steps * r.batch_size:,} pairs',
              f'max length {r.max_length or "of the model"}', f'lr {r.learning_rate:g}',
              f'temperature {r.temperature:g}']
