@@ -12,8 +12,9 @@ retrievers work on it) with what LAReQA-style evaluation needs on top:
   between its two renames is completed by the next open or build;
 * integrity checks: a missing, unparsable, truncated file or a non-finite vector is reported by file name;
 * :meth:`DenseIndex.retriever` (attached at the end of this module, the way pyterrier-dr attaches its backends):
-  exact inner-product search, HNSW or IVF-PQ, over the whole index or a subset of its documents, so that one
-  encoding of a pooled multilingual corpus serves every language setting;
+  exact inner-product search (:mod:`pyterrier_hybrid.retrieval.scoring`), or HNSW or IVF-PQ with FAISS, over the
+  whole index or a subset of its documents, so that one encoding of a pooled multilingual corpus serves every
+  language setting;
 * sharding: :func:`shard_corpus` and :meth:`DenseIndex.merge` encode a large corpus in N processes.
 """
 from __future__ import annotations
@@ -186,22 +187,21 @@ class DenseIndex(FlexIndex):
         return np.asarray(dvecs[self.docids(docnos)])
 
     def _faiss_index(self, method: str, params: dict):
-        """The FAISS structure for ``method``, built once and cached in memory and (for ANN) on disk."""
+        """The FAISS ANN structure for ``method`` (``hnsw``, ``ivfpq``), built once and cached in memory and on disk
+        (exact search needs none: it scores with :func:`~pyterrier_hybrid.retrieval.scoring.exact_search`)."""
         import faiss
         dvecs, meta = self.payload(return_docnos=False)
         key = (method,) + tuple(sorted(params.items()))
         if key in self._structures:
             return self._structures[key]
         dim, count = meta['vec_size'], meta['doc_count']
-        if method == 'flat':
-            index = faiss.IndexFlatIP(dim)
-        elif method == 'hnsw':
+        if method == 'hnsw':
             index = faiss.IndexHNSWFlat(dim, params['neighbours'], faiss.METRIC_INNER_PRODUCT)
             index.hnsw.efConstruction = params['ef_construction']
         else:
             index = faiss.index_factory(dim, f'IVF{params["n_list"]},PQ{params["pq_m"]}', faiss.METRIC_INNER_PRODUCT)
         cached = self.index_path / ('_'.join(f'{k}-{v}' for k, v in key[1:]) + f'.{method}.faiss')
-        if method != 'flat' and cached.is_file():
+        if cached.is_file():
             index = faiss.read_index(str(cached))
         else:
             if not index.is_trained:
@@ -209,8 +209,7 @@ class DenseIndex(FlexIndex):
                 index.train(np.ascontiguousarray(dvecs[np.sort(sample)]))
             for start in range(0, count, 65536):
                 index.add(np.ascontiguousarray(dvecs[start:start + 65536]))
-            if method != 'flat':
-                write_atomically(cached, lambda tmp: faiss.write_index(index, str(tmp)))
+            write_atomically(cached, lambda tmp: faiss.write_index(index, str(tmp)))
         self._structures[key] = index
         return index
 
@@ -434,7 +433,9 @@ def shard_corpus(corpus: Iterable[dict], shard: int, num_shards: int) -> Iterato
 
 
 class FaissRetriever(pt.Transformer):
-    """FAISS search over a :class:`DenseIndex`, optionally restricted to a subset of its documents."""
+    """Search over a :class:`DenseIndex`, optionally restricted to a subset of its documents: exact
+    (``method='flat'``: machine-independent scores, trec_eval's tie order) or approximate with FAISS (HNSW,
+    IVF-PQ)."""
 
     def __init__(self, index: DenseIndex, *, num_results: int | None = 1000, method: str = 'flat',
                  docnos: Iterable[str] | None = None, drop_query_vec: bool = False, **params):
