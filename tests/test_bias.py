@@ -114,7 +114,7 @@ def test_k_outside_the_span_of_the_means_names_the_valid_range(parallel):
 
 def test_a_frame_without_a_language_column_says_how_to_supply_it(parallel):
     docs, queries, means = parallel
-    with pytest.raises(MissingLanguageError, match=r"column 'lang'.*get_topics\(\).*method='project'"):
+    with pytest.raises(MissingLanguageError, match=r"column 'lang'.*qid's prefix.*method='project'"):
         LanguageBiasRemoval(means)(queries.drop(columns='lang'))
     removal = LanguageBiasRemoval(means)
     assert pt.inspect.transformer_outputs(removal, ['qid', 'query_vec'], strict=False) is None  # inspectable
