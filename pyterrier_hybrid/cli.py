@@ -51,10 +51,12 @@ def _positive_int(value: str) -> int:
 
 
 def _train(args: argparse.Namespace) -> None:
+    from .retrieval.encoder import check_checkpoint
     from .training.recipe import recipe_from_arguments
+    recipe = recipe_from_arguments(args)
+    check_checkpoint(args.model)  # a corrupt file is named here, not deep in the trainer's loader
     from .training.trainer import train
-    print(train(args.model, args.data, args.output, recipe_from_arguments(args), overwrite=args.overwrite,
-                save_steps=args.save_steps))
+    print(train(args.model, args.data, args.output, recipe, overwrite=args.overwrite, save_steps=args.save_steps))
 
 
 _BACKEND_HELP = ('torch, onnx or openvino (CPU; exported once and cached; needs pip install '
@@ -62,11 +64,11 @@ _BACKEND_HELP = ('torch, onnx or openvino (CPU; exported once and cached; needs 
 
 
 def _index(args: argparse.Namespace) -> None:
+    _dataset(args.dataset)  # an unknown id fails here, before torch is imported and the model loads
     import pyterrier as pt
 
     from .retrieval.encoder import HybridEncoder
     from .retrieval.index import DenseIndex, shard_corpus
-    _dataset(args.dataset)  # an unknown id fails here, before the model loads
     index = DenseIndex(args.index)
     if index.built() and not args.overwrite:
         raise FileExistsError(f'{index.index_path} already exists; pass --overwrite to replace it')
@@ -86,11 +88,12 @@ def _merge(args: argparse.Namespace) -> None:
 
 
 def _retrieve(args: argparse.Namespace) -> None:
+    dataset = _dataset(args.dataset)  # before torch is imported
     import pyterrier as pt
 
+    from .atomic import write_atomically
     from .retrieval.encoder import HybridEncoder
     from .retrieval.index import DenseIndex
-    dataset = _dataset(args.dataset)
     docnos = [d.doc_id for d in dataset.docs_iter()] if args.restrict else None
     # a missing or corrupt index fails here, before the model loads
     index = DenseIndex(args.index, allow_other_encoder=args.allow_other_encoder)
@@ -99,7 +102,7 @@ def _retrieve(args: argparse.Namespace) -> None:
                                             backend=args.backend)
     pipeline = encoder >> retriever  # refuses another model than the one that built the index
     run = pipeline(pt.get_dataset(f'irds:{args.dataset}').get_topics(args.query_field))
-    pt.io.write_results(run, args.output, run_name=args.run_name)
+    write_atomically(args.output, lambda tmp: pt.io.write_results(run, str(tmp), run_name=args.run_name))
     print(f'{args.output}: {run["qid"].nunique()} queries, {len(run)} results')
 
 
@@ -127,6 +130,20 @@ def _check_run(path: str, run, judged: set[str], dataset_id: str) -> None:
               f'no qrels in {dataset_id} and are not evaluated', file=sys.stderr)
 
 
+def _read_run(path: str):
+    """``pt.io.read_results``, naming the file and line of what is not a TREC run line (pandas says only 'Integer
+    column has NA values in column 3')."""
+    import pyterrier as pt
+    from pyterrier.io import autoopen
+    with autoopen(path, 'rt') as f:
+        for number, line in enumerate(f, 1):
+            fields = line.split()
+            if fields and (len(fields) != 6 or not fields[3].lstrip('-').isdigit()):
+                raise ValueError(f'{path}:{number}: not a TREC run line (QID Q0 DOCNO RANK SCORE RUN_NAME): '
+                                 f'{line.strip()[:80]!r}')
+    return pt.io.read_results(path)
+
+
 def _evaluate(args: argparse.Namespace) -> None:
     import pyterrier as pt
 
@@ -134,7 +151,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     _dataset(args.dataset)
     measures = [parse_measure(m) for m in args.measures]
     dataset = pt.get_dataset(f'irds:{args.dataset}')
-    runs = [pt.io.read_results(path) for path in args.runs]
+    runs = [_read_run(path) for path in args.runs]
     judged = set(dataset.get_qrels()['qid'])
     for path, run in zip(args.runs, runs):
         _check_run(path, run, judged, args.dataset)

@@ -41,8 +41,13 @@ def read_items(path: str | os.PathLike) -> list[ParallelItem]:
     (id, lang), would silently pair unrelated items or drop one; both are errors.
     """
     items, seen = [], {}
-    with open(path, encoding='utf-8') as f:
-        for number, line in enumerate(f, 1):
+    with open(path, 'rb') as f:
+        for number, raw in enumerate(f, 1):
+            try:  # -sig on the first line: a byte-order mark (Windows editors write one) is not part of the JSON
+                line = raw.decode('utf-8-sig' if number == 1 else 'utf-8')
+            except UnicodeDecodeError as error:
+                raise ValueError(f'{path}:{number}: not UTF-8 ({error.reason} at byte {error.start} of the line); '
+                                 'training items are UTF-8 JSON lines') from None
             if not line.strip():
                 continue
             try:

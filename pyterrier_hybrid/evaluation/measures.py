@@ -73,6 +73,9 @@ def parse_measure(name: Any) -> measures.Measure:
     try:
         measure = ir_measures.parse_measure(name)
         measure.validate_params()
+        cutoff = measure.params.get('cutoff')
+        if cutoff is not None and cutoff < 1:  # ir_measures accepts @0, which ranks nothing: a silent 0 (or NaN)
+            raise ValueError('a cutoff is a positive integer')
         return measure
     except (ValueError, NameError, SyntaxError, TypeError, AssertionError) as error:
         raise ValueError(f'unknown measure {name!r} ({error}); e.g. AP, AP@100, nDCG@10, R@100, P@10, RR@10, '

@@ -329,14 +329,32 @@ def _without_pooler(name_or_path: str, trust_remote_code: bool) -> dict:
     return {'add_pooling_layer': False} if accepts else {}
 
 
-def _load_error(name_or_path: str, error: Exception) -> Exception:
-    """The error to raise when a checkpoint does not load: it names the corrupt JSON file when one is."""
+def check_checkpoint(name_or_path: str | Path) -> None:
+    """Raise an OSError naming the first corrupt JSON or safetensors file of a local checkpoint (headers only: cheap),
+    so that a tool which loads it later (the trainer) fails with a file name rather than a loader's internals."""
     local = Path(name_or_path)
     for path in sorted(local.rglob('*.json')) if local.is_dir() else ():
         try:
             json.loads(path.read_text(encoding='utf-8'))
         except (ValueError, UnicodeDecodeError) as corrupt:
-            return OSError(f'{path} is not valid JSON ({corrupt}); the checkpoint {name_or_path!r} is corrupt')
+            raise OSError(f'{path} is not valid JSON ({corrupt}); the checkpoint {str(name_or_path)!r} is '
+                          'corrupt') from None
+    for path in sorted(local.rglob('*.safetensors')) if local.is_dir() else ():
+        from safetensors import SafetensorError, safe_open
+        try:
+            with safe_open(str(path), 'pt'):
+                pass
+        except SafetensorError as corrupt:
+            raise OSError(f'{path} is truncated or corrupt ({corrupt}); the checkpoint {str(name_or_path)!r} is '
+                          'corrupt') from None
+
+
+def _load_error(name_or_path: str, error: Exception) -> Exception:
+    """The error to raise when a checkpoint does not load: it names the corrupt JSON or weights file when one is."""
+    try:
+        check_checkpoint(name_or_path)
+    except OSError as corrupt:
+        return corrupt
     if 'trust_remote_code' in str(error):
         return OSError(f'{name_or_path!r} asks to run Python code it ships; pass trust_remote_code=True if you '
                        f'trust it: {error}')

@@ -441,7 +441,8 @@ class FaissRetriever(pt.Transformer):
                  docnos: Iterable[str] | None = None, drop_query_vec: bool = False, **params):
         if method not in METHODS:
             raise ValueError(f'unknown method {method!r}; valid: {", ".join(METHODS)}')
-        if num_results is not None and (not isinstance(num_results, numbers.Integral) or num_results < 1):
+        if num_results is not None and (not isinstance(num_results, numbers.Integral)
+                                        or isinstance(num_results, bool) or num_results < 1):
             raise ValueError(f'num_results must be a positive integer (or None: rank every document), '
                              f'not {num_results!r}')
         self.flex_index = index
