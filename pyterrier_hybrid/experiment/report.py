@@ -328,8 +328,11 @@ class Report:
             frame = self.of(dataset)
             if _mul_only(measure):
                 frame = frame[frame['kind'] == 'Mul']
-            self._tests[key] = pair_tests(frame, self.baseline, measure, correction=self.correction) \
-                .assign(dataset=dataset, measure=measure)
+            frame = frame[frame['measure'] == measure]
+            # a Mul-only measure on a data set without Mul settings (one Cr pair, say) has nothing to test
+            self._tests[key] = pd.DataFrame() if frame.empty else \
+                pair_tests(frame, self.baseline, measure, correction=self.correction).assign(dataset=dataset,
+                                                                                             measure=measure)
         return self._tests[key]
 
     def write_tables(self, results: Path) -> None:
