@@ -404,7 +404,7 @@ _HEAD = 'name: x\nmodels:\n  a: {pretrained: m}\ndatasets: [lareqa/xquad-r]\n'
 
 
 def _train_model(train: str) -> str:
-    return f'name: x\nmodels:\n  a: {{pretrained: m}}\n  b:\n    train: {{base: a, data: d, {train}}}\n' \
+    return f'name: x\nmodels:\n  a: {{pretrained: m}}\n  b:\n    train: {{base: a, data: lareqa/mlqa-r, {train}}}\n' \
            'datasets: [lareqa/xquad-r]\n'
 
 

@@ -192,10 +192,11 @@ def _leftovers(folder: Path) -> list[str]:
 
 
 def _run_contents(folder: Path) -> dict[str, bytes]:
-    """The experiment's tables (bytes) and TREC runs (decompressed bytes)."""
+    """The experiment's tables (bytes) and TREC runs (decompressed bytes); not report.md, which records the time
+    the run took."""
     tables = {str(p.relative_to(folder)): p.read_bytes() for p in (folder / 'results').glob('*.*')
-              if p.suffix in ('.csv', '.md')}
-    runs = {str(p.relative_to(folder)): gzip.decompress(p.read_bytes()) for p in (folder / 'runs').rglob('*.res.gz')}
+              if p.suffix in ('.csv', '.md') and p.name != 'report.md'}
+    runs = {str(p.relative_to(folder)): gzip.decompress(p.read_bytes()) for p in folder.glob('runs-top*/*/*.res.gz')}
     return {**tables, **runs}
 
 
