@@ -7,9 +7,12 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from pyterrier_hybrid import DenseIndex, read_recipe
 from pyterrier_hybrid.cli import parser
+
+pytestmark = pytest.mark.slow  # see pyproject.toml
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:

@@ -8,6 +8,9 @@ from test_index import random_corpus
 
 from pyterrier_hybrid import DenseIndex
 
+pytestmark = pytest.mark.slow  # see pyproject.toml
+
+
 DATASET = 'lareqa/xquad-r/th/th'
 
 

@@ -30,6 +30,9 @@ from faults_cases import API_CASES, CLI_CASES, DATASET, DOCS, YAML_CASES, CliCas
 import pyterrier_hybrid as ph
 from pyterrier_hybrid.experiment.config import ExperimentError, load_experiment
 
+pytestmark = pytest.mark.slow  # see pyproject.toml
+
+
 ENV = {**os.environ, 'TOKENIZERS_PARALLELISM': 'false', 'PYTHONUNBUFFERED': '1'}
 
 

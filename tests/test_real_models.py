@@ -7,6 +7,8 @@ import pytest
 
 from pyterrier_hybrid import HybridEncoder
 
+pytestmark = pytest.mark.slow  # see pyproject.toml
+
 
 @pytest.fixture(scope='module')
 def lareqa_texts(lareqa_dir) -> tuple[list[str], list[str]]:

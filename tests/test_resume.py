@@ -14,6 +14,9 @@ import pytest
 import pyterrier_hybrid as ph
 from pyterrier_hybrid.training.trainer import checkpoint_problem
 
+pytestmark = pytest.mark.slow  # see pyproject.toml
+
+
 TINY = {'steps': 1, 'batch_size': 4, 'save_steps': 100}
 
 
