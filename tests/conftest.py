@@ -120,3 +120,20 @@ def mmarco_shaped(lang: str) -> str:
     if dataset_id not in ir_datasets.registry:
         ir_datasets.registry.register(dataset_id, ir_datasets.Dataset(Queries(), Pairs(), mono))
     return dataset_id
+
+
+def mounted_tmpfs(path: Path, size: str):
+    """A tmpfs of ``size`` (mount syntax: 64k, 2m) mounted at ``path`` for a full-disk test, unmounted afterwards;
+    the test is skipped where mounting is not allowed (not root, or no mount in this sandbox)."""
+    import subprocess
+    if os.geteuid() != 0:
+        pytest.skip('mounting a small tmpfs needs root')
+    path.mkdir()
+    done = subprocess.run(['mount', '-t', 'tmpfs', '-o', f'size={size}', 'tmpfs', str(path)], capture_output=True,
+                          text=True)
+    if done.returncode != 0:
+        pytest.skip(f'cannot mount a tmpfs here: {done.stderr.strip()}')
+    try:
+        yield path
+    finally:
+        subprocess.run(['umount', '-l', str(path)], check=True)

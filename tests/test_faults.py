@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SHARED
+from conftest import SHARED, mounted_tmpfs
 from faults_cases import API_CASES, CLI_CASES, DATASET, DOCS, YAML_CASES, CliCase, Ctx
 
 import pyterrier_hybrid as ph
@@ -228,16 +228,7 @@ def test_run_killed_mid_evaluation_is_completed_by_a_rerun_identical_to_an_unint
 @pytest.fixture
 def small_disk(tmp_path):
     """A 2 MiB tmpfs (root only; skipped where it cannot be mounted), unmounted afterwards."""
-    mount = tmp_path / 'small'
-    mount.mkdir()
-    done = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', str(mount)], capture_output=True,
-                          text=True)
-    if done.returncode != 0:
-        pytest.skip(f'cannot mount a tmpfs here: {done.stderr.strip()}')
-    try:
-        yield mount
-    finally:
-        subprocess.run(['umount', '-l', str(mount)], check=True)
+    yield from mounted_tmpfs(tmp_path / 'small', '2m')
 
 
 def _fill(disk: Path, leave: int) -> None:

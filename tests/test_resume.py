@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import mounted_tmpfs
 
 import pyterrier_hybrid as ph
 from pyterrier_hybrid.training.trainer import checkpoint_problem
@@ -52,16 +53,7 @@ def test_kill_during_a_checkpoint_save_then_rerun_resumes_and_ends_bit_identical
 
 @pytest.fixture
 def tmpfs(tmp_path):
-    if os.geteuid() != 0:
-        pytest.skip('mounting a small tmpfs needs root')
-    mount = tmp_path / 'small'
-    mount.mkdir()
-    done = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', str(mount)], capture_output=True,
-                          text=True)
-    if done.returncode != 0:
-        pytest.skip(f'cannot mount a tmpfs here: {done.stderr.strip()}')
-    yield mount
-    subprocess.run(['umount', str(mount)], check=True)
+    yield from mounted_tmpfs(tmp_path / 'small', '64k')
 
 
 def resize(mount: Path, size: str) -> None:
