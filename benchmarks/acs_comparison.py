@@ -5,10 +5,11 @@ Usage: python benchmarks/acs_comparison.py
 Runs examples/acs_vs_multilingual.yaml (train on MLQA-R, evaluate on XQuAD-R) and
 examples/acs_vs_multilingual_reverse.yaml (train on XQuAD-R, evaluate on MLQA-R) with the package's experiment
 runner (everything cached under examples/runs/, so a second call only re-tabulates), then writes
-benchmarks/results/acs_comparison.{md,csv} and acs_comparison.tests.csv: AP, nDCG@10 and rank distance per
-model and direction; the same for settings whose languages the lexicons cover (ar, de, el, es, hi, ru, tr and
-English) and for those involving an uncovered language (th, vi, zh); and paired t-tests over (setting, query)
-pairs, Holm-corrected together, for the comparisons the research question asks about.
+benchmarks/results/acs_comparison.md and acs_comparison.tests.csv: nDCG@10 (the headline), AP, R@100 and rank
+distance per model and direction, as mean +- std over the files' seeds; the same for the settings whose languages
+were all seen in training, those that add only languages a lexicon covers (ar, de, el, es, hi, ru, tr), and those
+with a language neither covers; and paired t-tests over (setting, query) pairs (seeds averaged per query),
+Holm-corrected together, for the comparisons the research question asks about.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import logging
 from pathlib import Path
 
 import pandas as pd
-from lareqa_table import setting_languages
+from lareqa_table import setting_languages, summary_markdown
 
 import pyterrier_hybrid as ph
 from pyterrier_hybrid.experiment.runner import ExperimentRunner
@@ -25,21 +26,27 @@ from pyterrier_hybrid.training.trainer import load_training_data
 HERE = Path(__file__).resolve().parent
 EXAMPLES = HERE.parent / 'examples'
 DIRECTIONS = {'MLQA-R -> XQuAD-R': 'acs_vs_multilingual.yaml', 'XQuAD-R -> MLQA-R': 'acs_vs_multilingual_reverse.yaml'}
-COVERED = {'en', 'ar', 'de', 'el', 'es', 'hi', 'ru', 'tr'}  # ../shared/data/lexicons: en-{ar,de,el,es,hi,ru,tr}
+LEXICON_LANGS = {'ar', 'de', 'el', 'es', 'hi', 'ru', 'tr'}  # ../shared/data/lexicons: en-{ar,de,el,es,hi,ru,tr}
 # (system, baseline): what each comparison asks
 COMPARISONS = [
     ('mE5+hybrid', 'mE5'), ('mE5+ACS', 'mE5'), ('mE5+En-En', 'mE5'),
     ('mE5+ACS', 'mE5+hybrid'),    # code-switched English vs real translations, same model and budget
     ('mE5+ACS', 'mE5+En-En'),     # does switching help over the same English data unswitched?
+    ('mE5+hybrid+ACS-unseen', 'mE5+hybrid'),  # do ACS copies extend hybrid batches to languages without data?
     ('MiniLM+ACS', 'MiniLM'),     # ACS on a monolingual model
+    ('MiniLM+ACS', 'MiniLM+En-En'),
     ('MiniLM+ACS', 'mE5'),        # monolingual + ACS vs multilingual pre-training
 ]
-MEASURES = ['AP', 'nDCG@10']
+MEASURES = ['nDCG@10', 'AP', 'R@100']
 
 
-def coverage(query_lang: str, doc_lang: str) -> str:
-    """'covered' when the lexicons know every language of a setting (Mul: the query's)."""
-    return 'covered' if setting_languages(query_lang, doc_lang) <= COVERED else 'uncovered (th, vi, zh)'
+def coverage(query_lang: str, doc_lang: str, trained: set[str]) -> str:
+    """Which languages a setting involves (Mul: the query's): all seen in training, some only in a lexicon, or
+    some in neither."""
+    languages = setting_languages(query_lang, doc_lang)
+    if languages <= trained:
+        return 'seen in training'
+    return 'lexicon, not training' if languages <= trained | LEXICON_LANGS else 'neither'
 
 
 def perquery_of(spec) -> pd.DataFrame:
@@ -62,53 +69,56 @@ def switch_report(spec) -> str:
     return f'{model.data}, English side, p {model.recipe.code_switching.p}: {logged[-1]}'
 
 
-def summary(perquery: pd.DataFrame) -> pd.DataFrame:
-    table = ph.macro_average_perquery(perquery)
-    keep = [(m, k) for m in MEASURES for k in ('Mo', 'Cr', 'Mul')] + [('RankDistance', 'Mul')]
-    table = table[[c for c in keep if c in table.columns]]
-    table.columns = [f'{measure} {kind}' for measure, kind in table.columns]
-    return table
-
-
 def tests(perquery: pd.DataFrame) -> pd.DataFrame:
-    """Paired t-tests of COMPARISONS per kind and measure (uncorrected p; main corrects them all together)."""
+    """Paired t-tests of COMPARISONS per kind and measure, seeds averaged per query (uncorrected p; main corrects
+    them all together). A comparison whose models the file lacks is left out."""
     rows = []
+    names = set(perquery['name'])
     for measure in MEASURES:
         for system, baseline in COMPARISONS:
-            pair = perquery[perquery['name'].isin([system, baseline])]
-            rows.append(ph.paired_tests(pair, baseline, measure).assign(measure=measure))
+            if {system, baseline} <= names:
+                pair = perquery[perquery['name'].isin([system, baseline])]
+                rows.append(ph.paired_tests(pair, baseline, measure).assign(measure=measure))
     return pd.concat(rows, ignore_index=True).drop(columns=['p_corrected', 'significant'])
 
 
+def recipes(spec) -> list[str]:
+    """One line per trained model: its data, budget and what sets it apart."""
+    lines = []
+    for model in spec.models.values():
+        if model.recipe is not None:
+            r = model.recipe
+            lines.append(f'* {model.name}: {model.data}, {r.strategy}, {r.steps} steps x batch {r.batch_size}, '
+                         f'max length {r.max_length}, lr {r.learning_rate}, temperature {r.temperature}, frozen '
+                         f'embeddings {r.freeze_embeddings}, code-switching {r.code_switching is not None}, '
+                         f'seeds {spec.seeds}')
+    return lines
+
+
 def main() -> None:
+    from statsmodels.stats.multitest import multipletests
+
+    from pyterrier_hybrid.atomic import write_atomically
     out = HERE / 'results'
-    tables, all_tests, switching = [], [], []
+    all_tests, lines = [], []
     for direction, name in DIRECTIONS.items():
         spec = ph.load_experiment(EXAMPLES / name)
-        switching.append(f'{direction}: {switch_report(spec)}')
+        trained = set(ph.lareqa.COLLECTIONS[next(m.data for m in spec.models.values() if m.recipe).split('/')[1]])
+        lines += [f'{direction} ({name}):', '', *recipes(spec), f'* switching: {switch_report(spec)}', '']
         perquery = perquery_of(spec)
-        perquery['languages'] = [coverage(q, d) for q, d in zip(perquery['query_lang'], perquery['doc_lang'])]
+        perquery['languages'] = [coverage(q, d, trained) for q, d in zip(perquery['query_lang'], perquery['doc_lang'])]
         for subset, frame in [('all languages', perquery), *perquery.groupby('languages')]:
-            tables.append(summary(frame).assign(direction=direction, languages=subset))
+            lines += [f'### {direction}, {subset}', '', summary_markdown(spec, frame), '']
         all_tests.append(tests(perquery).assign(direction=direction))
-    table = pd.concat(tables).reset_index().set_index(['direction', 'languages', 'name'])
-    from statsmodels.stats.multitest import multipletests
     significance = pd.concat(all_tests, ignore_index=True)
     reject, corrected, _, _ = multipletests(significance['p'], method='holm')
     significance = significance.assign(p_holm=corrected, significant=reject)
-    table.to_csv(out / 'acs_comparison.csv')
-    significance.to_csv(out / 'acs_comparison.tests.csv', index=False)
-    lines = ['Budget per trained model: 60 steps x batch 16 (+1 hard negative), max length 64, lr 5e-5, seed 42; '
-             'mE5 models with frozen word embeddings. ACS: the English side of the training set, queries and '
-             'passages ML-CS switched (p 0.5) with the seven FreeDict lexicons en-{ar,de,el,es,hi,ru,tr}.', '',
-             *[f'* {line}' for line in switching], '']
-    for (direction, subset), frame in table.groupby(level=[0, 1], sort=False):
-        lines += [f'### {direction}, {subset}', '', frame.droplevel([0, 1]).round(3).to_markdown(), '']
-    lines += [f'### Paired t-tests over (setting, query) pairs (pooled means), Holm-corrected over all '
+    write_atomically(out / 'acs_comparison.tests.csv', lambda tmp: significance.to_csv(tmp, index=False))
+    lines += [f'### Paired t-tests over (setting, query) pairs (seeds averaged per query), Holm-corrected over all '
               f'{len(significance)} rows', '',
               significance[['direction', 'measure', 'kind', 'name', 'baseline', 'mean', 'baseline_mean', 'delta',
                             'p_holm', 'significant']].round(4).to_markdown(index=False), '']
-    (out / 'acs_comparison.md').write_text('\n'.join(lines))
+    write_atomically(out / 'acs_comparison.md', lambda tmp: tmp.write_text('\n'.join(lines)))
     print('\n'.join(lines))
 
 

@@ -1,6 +1,7 @@
 """Experiment files: the validator on broken files, the runner end to end on a tiny model and real data."""
 from __future__ import annotations
 
+import dataclasses
 import re
 import textwrap
 from pathlib import Path
@@ -227,3 +228,27 @@ def test_code_switched_training_data_from_an_experiment_file(tmp_path, lareqa_di
     assert len(english) == len(switched) == 1148
     assert all(s.positive == e.positive for s, e in zip(switched, english)), 'side: query leaves passages alone'
     assert sum(s.query != e.query for s, e in zip(switched, english)) > 1000
+
+
+def test_code_switched_copies_can_join_the_real_translations(tmp_path, lareqa_dir):
+    from conftest import SHARED
+    lexicons = SHARED / 'data' / 'lexicons'
+    path = write(tmp_path, f'''
+        name: acs
+        models:
+          base: {{pretrained: some/model}}
+          hybrid+acs:
+            train:
+              base: base
+              data: lareqa/mlqa-r
+              code_switching: {{lexicons: [{lexicons}/en-el.txt, {lexicons}/en-ru.txt], keep_translations: true}}
+        datasets: [lareqa/xquad-r]
+    ''')
+    model = load_experiment(path).models['hybrid+acs']
+    items = load_training_data(model.data, model.recipe.code_switching)['lareqa/mlqa-r']
+    real = load_training_data(model.data)['lareqa/mlqa-r']  # MLQA-R: 1148 English items, fewer translations
+    assert len(real) > 4000 and {i.lang for i in real} == {'ar', 'de', 'en', 'es', 'hi', 'vi', 'zh'}
+    assert items[:len(real)] == real
+    assert [i.lang for i in items[len(real):]] == ['cs'] * 1148
+    alone = load_training_data(model.data, dataclasses.replace(model.recipe.code_switching, keep_translations=False))
+    assert {i.lang for i in alone['lareqa/mlqa-r']} == {'en', 'cs'}

@@ -41,6 +41,9 @@ class CodeSwitching:
     p: float = field(default=0.5, metadata={'help': 'probability of switching each word a lexicon knows'})
     seed: int = field(default=0, metadata={'help': 'seed of the switching choices'})
     side: str = field(default='both', metadata={'help': f'what to switch: {", ".join(SWITCH_SIDES)}'})
+    keep_translations: bool = field(default=False, metadata={
+        'help': "train on the data's real translations too, the switched copies one more language in hybrid "
+                'batches (ACS for languages with a lexicon but no parallel data); default: English and its copies'})
 
     def __post_init__(self):
         _check_types(self, 'code_switching.')
@@ -112,7 +115,7 @@ class Recipe:
         switching = values.get('code_switching')
         if switching is not None:
             if not isinstance(switching, Mapping):
-                raise RecipeError('code_switching', 'is a mapping with lexicons, p, seed and side')
+                raise RecipeError('code_switching', 'is a mapping with lexicons, p, seed, side and keep_translations')
             _check_keys(CodeSwitching, switching, 'code_switching.')
             if 'lexicons' not in switching:
                 raise RecipeError('code_switching.lexicons', 'missing: give the lexicon files')

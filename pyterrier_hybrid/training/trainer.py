@@ -64,7 +64,7 @@ def load_training_data(data: TrainingData, code_switching: CodeSwitching | None 
 
     With ``code_switching``, each source is replaced by its English items plus their code-switched copies
     (language ``cs``): the ACS training set of arXiv 2305.05295, which the realised switch ratio per language and
-    the lexicons' coverage are logged for."""
+    the lexicons' coverage are logged for; with its ``keep_translations``, by all its items plus the copies."""
     if isinstance(data, Mapping):
         sources = {name: list(items) for name, items in data.items()}
     elif isinstance(data, (str, os.PathLike)):
@@ -93,7 +93,7 @@ def _with_code_switched_copies(items: list[ParallelItem], switching: CodeSwitchi
     ratios = ', '.join(f'{lang} {switcher.stats.ratio(lang):.1%}' for lang in switcher.target_langs)
     log.info('code-switched %d items: lexicon coverage %.1f%% of words, switched %.1f%% of known words (%s)',
              len(switched), 100 * switcher.stats.coverage(), 100 * switcher.stats.ratio(), ratios)
-    return english + switched
+    return (items if switching.keep_translations else english) + switched
 
 
 class ThroughputCallback(TrainerCallback):
