@@ -32,24 +32,12 @@ def setting_languages(query_lang: str, doc_lang: str) -> set[str]:
     return {query_lang} | ({doc_lang} if doc_lang != 'all' else set())
 
 
-def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
-    """The training budget the strategy benchmarks share (the settings behind benchmarks/results/train_*)."""
-    parser.add_argument('--steps', type=int, default=40)
-    parser.add_argument('--batch-size', type=int, default=16)
-    parser.add_argument('--max-length', type=int, default=64)
-    parser.add_argument('--learning-rate', type=float, default=5e-5)
-    parser.add_argument('--temperature', type=float, default=0.01,
-                        help="InfoNCE temperature; 0.01 is mE5's pre-training temperature (0.05 costs ~0.05 Mo AP)")
-    parser.add_argument('--negative-language', choices=['passage', 'query'], default='passage',
-                        help="hard negatives of cross-lingual pairs in the passage's (the paper) or query's language")
-    parser.add_argument('--freeze-embeddings', action=argparse.BooleanOptionalAction, default=True)
-
-
-def recipe_of(args: argparse.Namespace) -> dict:
-    """The :func:`pyterrier_hybrid.train` keyword arguments that :func:`add_recipe_arguments` declared."""
-    return {'steps': args.steps, 'batch_size': args.batch_size, 'max_length': args.max_length,
-            'learning_rate': args.learning_rate, 'temperature': args.temperature,
-            'negative_language': args.negative_language, 'freeze_embeddings': args.freeze_embeddings}
+def summary_markdown(spec, perquery) -> str:
+    """The experiment report's Mo / Cr / Mul table (mean ± std over seeds, * against the baseline, best in bold) of
+    ``perquery``, which may hold a subset of the experiment's settings."""
+    from pyterrier_hybrid.experiment.report import Report
+    dataset = spec.datasets[0]
+    return Report.from_spec(spec, perquery, {dataset: list(perquery['dataset_id'].unique())}).summary_markdown(dataset)
 
 
 def main() -> None:

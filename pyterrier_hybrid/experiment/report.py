@@ -370,6 +370,11 @@ class Report:
                           .reset_index().set_index(['dataset', 'name']))
         return pd.concat(frames)
 
+    def summary_markdown(self, dataset: str) -> str:
+        """The Mo / Cr / Mul table of ``dataset`` as report.md shows it, with its note (for scripts that report a
+        subset of the settings, e.g. the languages seen in training)."""
+        return _markdown([self._summary_table(dataset), Text(self._summary_note())])
+
     def _summary_table(self, dataset: str) -> Table:
         """Models as rows, (measure, kind) as columns: mean ± std, * where the pooled test is significant, the best
         of each column in bold."""
