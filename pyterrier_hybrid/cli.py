@@ -67,18 +67,24 @@ def _index(args: argparse.Namespace) -> None:
     _dataset(args.dataset)  # an unknown id fails here, before torch is imported and the model loads
     import pyterrier as pt
 
+    from .retrieval.distributed import build_index, local_device, world
     from .retrieval.encoder import HybridEncoder
     from .retrieval.index import DenseIndex, shard_corpus
+    rank, size = world()
+    if args.shard and size > 1:
+        raise ValueError('--shard splits the corpus by hand; under torchrun the ranks split it: use one or the other')
     index = DenseIndex(args.index)
     if index.built() and not args.overwrite:
         raise FileExistsError(f'{index.index_path} already exists; pass --overwrite to replace it')
     encoder = HybridEncoder.from_pretrained(args.model, batch_size=args.batch_size, quantize=args.quantize,
-                                            text_field=args.text_field, verbose=True, backend=args.backend)
-    corpus = pt.get_dataset(f'irds:{args.dataset}').get_corpus_iter(verbose=False)
-    if args.shard:
-        corpus = shard_corpus(corpus, *args.shard)
-    (encoder >> index.indexer(mode='overwrite' if args.overwrite else 'create')).index(corpus, batch_size=4096)
-    print(f'{index.index_path}: {len(index)} documents')
+                                            text_field=args.text_field, verbose=rank == 0, backend=args.backend,
+                                            device=local_device())
+    dataset = pt.get_dataset(f'irds:{args.dataset}')
+    shard = args.shard or (0, 1)
+    build_index(index, encoder, lambda: shard_corpus(dataset.get_corpus_iter(verbose=False), *shard),
+                encoder.index_metadata(), mode='overwrite' if args.overwrite else 'create', distributed=True)
+    if rank == 0:
+        print(f'{index.index_path}: {len(index)} documents')
 
 
 def _merge(args: argparse.Namespace) -> None:
@@ -205,7 +211,8 @@ def parser() -> argparse.ArgumentParser:
                        help='replace OUTPUT if it holds anything else than this recipe trained on this data')
     train.set_defaults(run=_train)
 
-    index = commands.add_parser('index', help='encode a corpus into a dense index (optionally one shard of it)',
+    index = commands.add_parser('index', help='encode a corpus into a dense index (optionally one shard of it; '
+                                'under torchrun split over its processes)',
                                 description='Encode the corpus of an ir_datasets id into a DenseIndex.')
     index.add_argument('model', help='Hub id or local path of the encoder (a trained checkpoint)')
     index.add_argument('dataset', help='ir_datasets id, e.g. lareqa/xquad-r or miracl/sw')
