@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import textwrap
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -113,8 +114,12 @@ def test_model_keys_cover_base_and_data_not_encoding_options(tmp_path, tiny_mode
     before = key(data='items.jsonl')
     (tmp_path / 'items.jsonl').write_text('{"id": "2", "lang": "en", "query": "q", "positive": "p"}\n')
     assert key(data='items.jsonl') != before, 'training data counts by content'
-    assert key(base=str(tiny_model)) == key(base=str(shutil.copytree(tiny_model, tmp_path / 'copy'))), \
-        'a local checkpoint counts by its files, not its path'
+    copy = shutil.copytree(tiny_model, tmp_path / 'copy')
+    assert key(base=str(tiny_model)) == key(base=str(copy)), 'a local checkpoint counts by its files, not its path'
+    for export in ('onnx/model.onnx', 'openvino/openvino_model.xml'):  # what encoding with a backend writes there
+        (copy / export).parent.mkdir()
+        (copy / export).write_text('exported')
+    assert key(base=str(copy)) == key(base=str(tiny_model)), 'exports beside a checkpoint do not change the model'
 
 
 def test_seeds_train_each_model_once_per_seed(tiny_model, tmp_path, lareqa_dir, monkeypatch):
@@ -174,3 +179,40 @@ def test_lareqa_setting_ids_are_classified(tmp_path, dataset_id, expected, lareq
     path.write_text(f'name: x\nmodels: {{a: {{pretrained: m}}}}\ndatasets: [{dataset_id}]\n')
     pooled, settings = experiment._settings(load_experiment(path), dataset_id)
     assert pooled == dataset_id and [s[1:] for s in settings] == [expected]
+
+
+def test_bias_removal_is_applied_to_the_stored_encoding(tiny_model, tmp_path, lareqa_dir, monkeypatch):
+    path = tmp_path / 'exp.yaml'
+    experiment_text = f'''
+        name: debias
+        models:
+          raw: {{pretrained: {tiny_model}}}
+          centred: {{pretrained: {tiny_model}, bias_removal: {{method: centre}}}}
+          projected: {{pretrained: {tiny_model}, bias_removal: {{method: project, k: 2}}}}
+        datasets: [lareqa/xquad-r/de]
+        measures: [AP, RankDistance]
+        run_depth: 0
+    '''
+    path.write_text(textwrap.dedent(experiment_text))
+    spec = load_experiment(path)
+    runner = experiment.ExperimentRunner(spec)
+    values = runner.evaluate().pivot_table(index='qid', columns=['name', 'measure'], values='value')
+    encodings = tmp_path / 'runs' / 'debias' / 'encodings'
+    for name in ('centred', 'projected'):
+        assert not values[name].equals(values['raw']), f'{name}: bias removal changed nothing'
+    # the stored vectors are LanguageBiasRemoval's, with the means fitted on the whole pooled encoding
+    centred = spec.models['centred']
+    folder = encodings / centred.encoding_key / 'lareqa__xquad-r__de' / centred.system_key.removeprefix(
+        centred.encoding_key + '-')
+    raw, debiased = ph.DenseIndex(folder.parent / 'docs.index'), ph.DenseIndex(folder / 'docs.index')
+    langs = [docno.split('-')[0] for docno in raw.payload()[0]]
+    removal = ph.LanguageBiasRemoval(ph.LanguageMeans.load(folder / 'language_means'))
+    assert set(langs) == set(ph.lareqa.COLLECTIONS['xquad-r'])
+    np.testing.assert_array_equal(debiased.payload()[1], removal.apply(raw.payload()[1], langs, 'doc'))
+    assert debiased.metadata['bias_removal']['method'] == 'centre'
+    Calls(monkeypatch, forbid=('encode',))
+    again = experiment.ExperimentRunner(load_experiment(path)).evaluate()
+    pd.testing.assert_frame_equal(again.pivot_table(index='qid', columns=['name', 'measure'], values='value'), values)
+    path.write_text(textwrap.dedent(experiment_text.replace('method: centre', 'method: centre, k: 2')))
+    with pytest.raises(ph.ExperimentError, match=r'models\.centred\.bias_removal.*does not project'):
+        load_experiment(path)

@@ -161,3 +161,15 @@ def test_report_renders_in_a_headless_browser(report, tmp_path):
 def test_a_report_without_measures_says_so(tmp_path):
     with pytest.raises(ValueError, match='at least one measure'):
         Report(xquad_like().head(10), {'lareqa/xquad-r': ['lareqa/xquad-r/ar/ar']}, [])
+
+
+def test_a_mul_only_measure_is_corrected_over_its_mul_tests_alone():
+    # rank distance is 0 in Mo and Cr by construction: their NaN tests must not join its correction family
+    frame = xquad_like()
+    lower = (frame['name'] == 'hybrid') & (frame['measure'] == 'RankDistance') & (frame['kind'] == 'Mul')
+    frame.loc[lower, 'value'] -= np.random.default_rng(1).normal(5, 20, lower.sum())  # a weak effect: p ~ 0.01
+    report = Report(frame, {'lareqa/xquad-r': list(frame['dataset_id'].unique())}, ['RankDistance'],
+                    baseline='mE5', correction='bonferroni')
+    tests = report.pooled_tests('lareqa/xquad-r').set_index('name')
+    assert list(tests['kind']) == ['Mul', 'Mul'] and 0.001 < tests.loc['hybrid', 'p'] < 0.05
+    np.testing.assert_allclose(tests['p_corrected'], np.minimum(1, 2 * tests['p']))  # 2 tests, not 6

@@ -7,6 +7,9 @@ must be trained, encodes each corpus once per model, evaluates, compares and dra
     output: runs/paper-table          # relative to this file; default runs/<name>; $VARS are expanded
     models:
       mE5: {pretrained: intfloat/multilingual-e5-small}
+      mE5-debiased:                   # the same encoding, each language's mean removed (LanguageBiasRemoval)
+        pretrained: intfloat/multilingual-e5-small
+        bias_removal: {method: centre}  # or project (k: 3), centre+project; query_means: queries
       hybrid:
         train: {base: mE5, data: lareqa/mlqa-r, strategy: hybrid, alpha: 0.5, steps: 1000, batch_size: 32}
       acs:
@@ -47,9 +50,10 @@ import yaml
 from pyterrier_hybrid.data import lareqa
 from pyterrier_hybrid.evaluation.measures import parse_measure
 from pyterrier_hybrid.evaluation.settings import KINDS
+from pyterrier_hybrid.retrieval import BACKENDS
 from pyterrier_hybrid.training.recipe import Recipe, RecipeError
 
-MODEL_KEYS = {'pretrained', 'train', 'batch_size', 'quantize'}
+MODEL_KEYS = {'pretrained', 'train', 'batch_size', 'quantize', 'bias_removal'}
 TOP_KEYS = {'name', 'output', 'models', 'seeds', 'datasets', 'settings', 'languages', 'measures', 'baseline',
             'correction', 'run_depth'}
 CORRECTIONS = ('holm', 'bonferroni', 'fdr_bh', 'sidak', 'none')
@@ -69,6 +73,8 @@ class ModelSpec:
     recipe: Recipe | None = None
     batch_size: int = 32  # encoding options: how the model is used, not what it is
     quantize: bool = False
+    # LanguageBiasRemoval's options (method, k, query_means), applied to the encoding: ((name, value), ...)
+    bias_removal: tuple[tuple[str, Any], ...] | None = None
 
     @property
     def seed(self) -> int | None:
@@ -115,6 +121,14 @@ class ModelSpec:
         so it is a memory setting like the device (vectors differ only by float rounding, as across devices)."""
         return f'{self.key}-int8' if self.quantize else self.key
 
+    @property
+    def system_key(self) -> str:
+        """The cache key of the model's per-query values and runs: :attr:`encoding_key` plus its language-bias
+        removal, which transforms the stored vectors (kept beside them, so changing it does not re-encode)."""
+        if self.bias_removal is None:
+            return self.encoding_key
+        return f'{self.encoding_key}-debiased-{_digest(dict(self.bias_removal))[:8]}'
+
 
 _FILE_DIGESTS: dict[tuple[str, int, int], str] = {}
 
@@ -132,14 +146,17 @@ def file_digest(path: str | os.PathLike) -> str:
 
 
 def checkpoint_digest(name_or_path: str) -> str:
-    """A local checkpoint by the contents of its files (config, weights, tokenizer; not hidden files or
-    documentation), so pointing a model at another checkpoint is a new model; a Hub id by name and revision
-    (``main``, the revision the encoder and the trainer load)."""
+    """A local checkpoint by the contents of its files (config, weights, tokenizer; not hidden files,
+    documentation, or the ONNX / OpenVINO exports that encoding with those backends writes into it), so pointing a
+    model at another checkpoint is a new model and encoding with another backend is not; a Hub id by name and
+    revision (``main``, the revision the encoder and the trainer load)."""
     path = Path(name_or_path)
     if not path.is_dir():
         return _digest({'hub': str(name_or_path), 'revision': 'main'})
+    exports = set(BACKENDS) - {'torch'}
     files = sorted(p for p in path.rglob('*') if p.is_file() and p.suffix != '.md'
-                   and not any(part.startswith('.') for part in p.relative_to(path).parts))
+                   and not any(part.startswith('.') for part in p.relative_to(path).parts)
+                   and p.relative_to(path).parts[0] not in exports)
     return _digest({p.relative_to(path).as_posix(): file_digest(p) for p in files})
 
 
@@ -396,7 +413,27 @@ def _validate_model(name: Any, model: Any, all_models: Mapping, problems: list, 
         except RecipeError as error:
             problems.append((where + ('train', *error.field.split('.')), error.message))
     return ModelSpec(name=name, pretrained=pretrained, base=(train or {}).get('base'), data=data, recipe=recipe,
-                     batch_size=batch_size, quantize=quantize)
+                     batch_size=batch_size, quantize=quantize,
+                     bias_removal=_bias_removal(model.get('bias_removal'), where + ('bias_removal',), problems))
+
+
+def _bias_removal(options: Any, where: tuple, problems: list) -> tuple[tuple[str, Any], ...] | None:
+    """``bias_removal: {method: centre}`` (``{}`` or ``true``: the defaults) as sorted (name, value) pairs."""
+    from pyterrier_hybrid.retrieval.bias import check_options
+    if options is None or options is False:
+        return None
+    options = {} if options is True else options
+    if not isinstance(options, dict):
+        problems.append((where, f'bias_removal is true or a mapping of method, k, query_means; not {options!r}'))
+        return None
+    _unknown_keys(options, {'method', 'k', 'query_means'}, where, problems)
+    options = {k: v for k, v in options.items() if k in ('method', 'k', 'query_means')}
+    try:
+        check_options(**options)
+    except ValueError as error:
+        problems.append((where, str(error)))
+        return None
+    return tuple(sorted(options.items()))
 
 
 def _training_data(data: Any, where: tuple, problems: list, base: Path) -> str | None:

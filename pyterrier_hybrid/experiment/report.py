@@ -66,8 +66,10 @@ def _stem(*parts: str) -> str:
 
 def describe_model(model: ModelSpec) -> str:
     """One line a person reads as the model's recipe: what it starts from, its data, strategy and budget."""
+    removal = (', language-bias removal ' + ', '.join(f'{k} {v}' for k, v in model.bias_removal)
+               if model.bias_removal is not None else '')
     if model.recipe is None:
-        return f'pretrained {model.pretrained}'
+        return f'pretrained {model.pretrained}{removal}'
     r = model.recipe
     base = getattr(model.base, 'name', model.base)  # another model of the experiment, or a checkpoint
     parts = [f'{r.strategy} (α = {r.effective_alpha:g}) from {base} on {model.data}',
@@ -85,7 +87,7 @@ def describe_model(model: ModelSpec) -> str:
     if r.code_switching:
         parts.append(f'code-switching p = {r.code_switching.p:g} ({len(r.code_switching.lexicons)} lexicons, '
                      f'{r.code_switching.side})')
-    return ', '.join(parts)
+    return ', '.join(parts) + removal
 
 
 def environment(elapsed: float | None = None) -> list[tuple[str, str]]:
@@ -312,13 +314,17 @@ class Report:
         if key not in self._tests:
             frames = []
             for measure in self.measure_order:
-                tests = paired_tests(self.of(dataset), self.baseline, measure, correction=self.correction)
-                if _mul_only(measure):
-                    tests = tests[tests['kind'] == 'Mul']
+                frame = self.of(dataset)
+                if _mul_only(measure):  # tested (and corrected) in Mul alone: in Mo and Cr it is 0 by construction
+                    frame = frame[frame['kind'] == 'Mul']
+                    if frame.empty:  # a data set without Mul settings (one Cr pair, say)
+                        continue
+                tests = paired_tests(frame, self.baseline, measure, correction=self.correction)
                 frames.append(tests.assign(dataset=dataset, measure=measure))
-            self._tests[key] = pd.concat(frames, ignore_index=True)[
-                ['dataset', 'measure', 'kind', 'name', 'baseline', 'pairs', 'mean', 'baseline_mean', 'delta', 'p',
-                 'p_corrected', 'significant']]
+            columns = ['dataset', 'measure', 'kind', 'name', 'baseline', 'pairs', 'mean', 'baseline_mean', 'delta', 'p',
+                       'p_corrected', 'significant']
+            self._tests[key] = pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(
+                columns=columns)
         return self._tests[key]
 
     def pair_tests(self, dataset: str, measure: str) -> pd.DataFrame:

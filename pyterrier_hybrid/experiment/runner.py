@@ -121,7 +121,7 @@ class ExperimentRunner:
         so adding a measure or a language computes them again instead of reading a file without them."""
         evaluated = [[s.dataset_id for s in settings], [str(m) for m in self.spec.measures]]
         digest = hashlib.sha256(json.dumps(evaluated).encode()).hexdigest()[:10]
-        return self.out / 'perquery' / model.encoding_key / f'{_file_name(dataset_id)}-{digest}.csv.gz'
+        return self.out / 'perquery' / model.system_key / f'{_file_name(dataset_id)}-{digest}.csv.gz'
 
     def perquery(self, model: ModelSpec, dataset_id: str) -> pd.DataFrame:
         """Per-query values of one model on one data set (:data:`PERQUERY_COLUMNS`), and its runs (both cached;
@@ -147,7 +147,7 @@ class ExperimentRunner:
         return self.out / f'runs-top{self.spec.run_depth}'
 
     def run_path(self, model: ModelSpec, setting: Setting) -> Path:
-        return self.runs_folder() / model.encoding_key / (_file_name(setting.dataset_id) + '.res.gz')
+        return self.runs_folder() / model.system_key / (_file_name(setting.dataset_id) + '.res.gz')
 
     def system(self, model: ModelSpec, pooled_id: str):
         from pyterrier_hybrid.retrieval.encoder import HybridEncoder
@@ -156,7 +156,11 @@ class ExperimentRunner:
                                                 quantize=model.quantize)
         path = self.out / 'encodings' / model.encoding_key / _file_name(pooled_id)
         with _one_progress_bar(encoder, f'encoding {model.label} on {pooled_id}', lambda: _texts(pooled_id)):
-            return PooledDenseRetrieval(encoder, pooled_id, path)
+            system = PooledDenseRetrieval(encoder, pooled_id, path)
+        if model.bias_removal is None:
+            return system
+        return system.debiased(path / model.system_key.removeprefix(model.encoding_key + '-'),
+                               **dict(model.bias_removal))
 
     def write_runs(self, model: ModelSpec, system, settings: list[Setting]) -> None:
         """TREC runs, ``run_depth`` deep, one per setting, tagged with the model's encoding key."""
@@ -165,7 +169,7 @@ class ExperimentRunner:
             topics = pt.get_dataset(f'irds:{setting.dataset_id}').get_topics('text')
             run = (system(setting) % self.spec.run_depth)(topics)
             write_atomically(self.run_path(model, setting),
-                             lambda tmp: pt.io.write_results(run, str(tmp), run_name=model.encoding_key))
+                             lambda tmp: pt.io.write_results(run, str(tmp), run_name=model.system_key))
 
     def evaluate(self) -> pd.DataFrame:
         """Train (bases first), then evaluate every model on every data set, logging ``[stage/stages]`` lines;

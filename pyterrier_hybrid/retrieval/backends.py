@@ -27,8 +27,8 @@ import numpy as np
 import torch
 
 from pyterrier_hybrid.atomic import write_atomically
+from pyterrier_hybrid.retrieval import BACKENDS
 
-BACKENDS = ('torch', 'onnx', 'openvino')
 _EXTRAS = {'onnx': ('onnxruntime', 'onnx'), 'openvino': ('openvino', 'nncf')}
 _FILES = {('onnx', False): 'model.onnx', ('onnx', True): 'model_qint8.onnx',
           ('openvino', False): 'openvino_model.xml', ('openvino', True): 'openvino_model_qint8.xml'}

@@ -206,16 +206,9 @@ class LanguageBiasRemoval(pt.Transformer):
     def __init__(self, means: LanguageMeans, method: str = 'centre', *, k: int | None = None,
                  query_means: str = 'docs', lang_column: str = 'lang', lang_map: Mapping[str, str] | None = None,
                  normalize: bool = True):
-        if method not in METHODS:
-            raise ValueError(f'unknown method {method!r}; valid: {", ".join(METHODS)}')
-        if query_means not in ('docs', 'queries'):
-            raise ValueError(f"query_means must be 'docs' or 'queries', not {query_means!r}")
+        check_options(method=method, k=k, query_means=query_means)
         if query_means == 'queries' and not means.means['query']:
             raise ValueError("query_means='queries' needs query means: fit with LanguageMeans.fit(docs, queries)")
-        if query_means == 'queries' and 'centre' not in method:
-            raise ValueError(f"query_means='queries' centres queries; method {method!r} does not centre")
-        if k is not None and 'project' not in method:
-            raise ValueError(f'k is the number of directions to project out; method {method!r} does not project')
         self.means, self.method, self.query_means = means, method, query_means
         self.lang_column, self.lang_map, self.normalize = lang_column, dict(lang_map or {}), normalize
         self.directions = _language_directions(means, k) if 'project' in method else np.zeros((0, means.dimension))
@@ -303,6 +296,21 @@ class LanguageBiasRemoval(pt.Transformer):
         options += [f'lang_map={self.lang_map!r}'] if self.lang_map else []
         options += ['normalize=False'] if not self.normalize else []
         return f'LanguageBiasRemoval({self.means!r}, {", ".join(options)})'
+
+
+def check_options(method: str = 'centre', k: int | None = None, query_means: str = 'docs') -> None:
+    """Refuse a combination of :class:`LanguageBiasRemoval` options that cannot work, before anything is fitted
+    (an experiment file is checked with it at validation)."""
+    if method not in METHODS:
+        raise ValueError(f'unknown method {method!r}; valid: {", ".join(METHODS)}')
+    if query_means not in ('docs', 'queries'):
+        raise ValueError(f"query_means must be 'docs' or 'queries', not {query_means!r}")
+    if query_means == 'queries' and 'centre' not in method:
+        raise ValueError(f"query_means='queries' centres queries; method {method!r} does not centre")
+    if k is not None and (not isinstance(k, int) or isinstance(k, bool) or k < 1):
+        raise ValueError(f'k is a number of directions >= 1, not {k!r}')
+    if k is not None and 'project' not in method:
+        raise ValueError(f'k is the number of directions to project out; method {method!r} does not project')
 
 
 def _language_directions(means: LanguageMeans, k: int | None) -> np.ndarray:
