@@ -78,16 +78,18 @@ def tests(perquery: pd.DataFrame) -> pd.DataFrame:
     names, rows = list(perquery['name'].unique()), []
     for i, baseline in enumerate(names[:-1]):
         for measure in ('AP', 'RankDistance'):
-            found = ph.paired_tests(perquery[perquery['name'].isin(names[i:])], baseline=baseline, measure=measure)
-            found = found.assign(measure=measure)
-            rows.append(found[found['kind'] == 'Mul'] if measure == 'RankDistance' else found)
+            frame = perquery[perquery['name'].isin(names[i:])]
+            if measure == 'RankDistance':  # tested and corrected in Mul alone (0 by construction in Mo and Cr)
+                frame = frame[frame['kind'] == 'Mul']
+            rows.append(ph.paired_tests(frame, baseline=baseline, measure=measure).assign(measure=measure))
     return pd.concat(rows, ignore_index=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--experiment', default=str(EXPERIMENT), help='the study\'s experiment file')
-    parser.add_argument('--throughput-steps', type=int, default=10, help='0: keep the earlier throughput figures')
+    parser.add_argument('--throughput-steps', type=int, default=10, choices=[0, *range(4, 1000)], metavar='STEPS',
+                        help='steps per throughput run, the first two untimed (0: keep the earlier figures)')
     parser.add_argument('--out', default=str(HERE / 'results'))
     args = parser.parse_args()
     spec = ph.load_experiment(args.experiment)
@@ -107,7 +109,8 @@ def main() -> None:
         m.name: m.recipe.to_dict() for m in trained}}
     earlier = out / 'train_strategies.json'
     hybrid = next(m for m in trained if m.recipe.strategy == 'hybrid')
-    speed = (throughput(str(hybrid.base.pretrained), hybrid.recipe, args.throughput_steps,
+    speed = (throughput(runner.checkpoint(hybrid.base) if hasattr(hybrid.base, 'name') else hybrid.base,
+                        hybrid.recipe, args.throughput_steps,
                         Path(spec.output) / 'throughput') if args.throughput_steps
              else json.loads(earlier.read_text()).get('throughput', {}) if earlier.exists() else {})
     report = (f'Experiment {budget["experiment"]}, seeds {spec.seeds}; recipes in train_strategies.json.\n\n'

@@ -89,13 +89,18 @@ class BiasGate:
     def figures(self, encoder) -> dict[str, float]:
         """Mul AP and mean rank distance of ``encoder`` (a :class:`~pyterrier_hybrid.HybridEncoder`) on the
         sample, computed by the package's exact evaluator (trec_eval's semantics and tie order)."""
+        return self.figures_of(encoder.encode_queries(self.sample.queries), encoder.encode_docs(self.sample.docs))
+
+    def figures_of(self, query_vectors: np.ndarray, doc_vectors: np.ndarray) -> dict[str, float]:
+        """:meth:`figures` from vectors of the sample's queries and documents, however they were encoded (e.g.
+        by another library, to hold it to the same gate)."""
         import pandas as pd
 
         from pyterrier_hybrid.evaluation.fast import evaluate_scores
         from pyterrier_hybrid.evaluation.measures import AP, RankDistance
         from pyterrier_hybrid.retrieval.scoring import inner_products
         sample = self.sample
-        scores = inner_products(encoder.encode_queries(sample.queries), encoder.encode_docs(sample.docs))
+        scores = inner_products(query_vectors, doc_vectors)
         qids = [f'q{i}' for i in range(len(sample.queries))]
         rows, columns = np.nonzero(sample.targets >= 0)
         qrels = pd.DataFrame({'qid': np.asarray(qids, dtype=object)[rows],
