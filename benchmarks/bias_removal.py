@@ -6,7 +6,7 @@ Encodes the pooled XQuAD-R corpus and its questions once (PooledDenseRetrieval's
 lareqa_table.py, so a second run encodes nothing), fits LanguageMeans on the corpus (the documents' dataset
 language) and on the questions (unlabelled test questions: transductive, used only by the query-means variant),
 applies each variant to the cached vectors and evaluates it with evaluate_pooled (exact, trec_eval tie order).
-Writes bias_removal.{json,md}: AP and nDCG@10 Mo / Cr / Mul and Mul rank distance per variant. --languages
+Writes bias_removal.NAME.{json,md}: AP and nDCG@10 Mo / Cr / Mul and Mul rank distance per variant. --languages
 restricts the settings (their Mo, Cr and Mul); the means are always fitted on the whole pooled corpus, which Mul
 searches.
 """
@@ -119,9 +119,10 @@ def main() -> None:
         'timings': {k: round(v, 1) for k, v in timings.items()},
     }
     out = Path(args.out)
-    write_atomically(out / 'bias_removal.json', lambda tmp: tmp.write_text(json.dumps(results, indent=1) + '\n'))
+    write_atomically(out / f'bias_removal.{args.name}.json',
+                     lambda tmp: tmp.write_text(json.dumps(results, indent=1) + '\n'))
     markdown = table.round(4).to_markdown()
-    write_atomically(out / 'bias_removal.md', lambda tmp: tmp.write_text(
+    write_atomically(out / f'bias_removal.{args.name}.md', lambda tmp: tmp.write_text(
         f'XQuAD-R, {model}, {len(settings)} settings; means fitted on the pooled corpus (and, for "query means", '
         f'on the unlabelled questions)\n\n{markdown}\n'))
     print(markdown)
