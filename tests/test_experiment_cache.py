@@ -188,7 +188,6 @@ def test_bias_removal_is_applied_to_the_stored_encoding(tiny_model, tmp_path, la
         models:
           raw: {{pretrained: {tiny_model}}}
           centred: {{pretrained: {tiny_model}, bias_removal: {{method: centre}}}}
-          projected: {{pretrained: {tiny_model}, bias_removal: {{method: project, k: 2}}}}
         datasets: [lareqa/xquad-r/de]
         measures: [AP, RankDistance]
         run_depth: 0
@@ -198,8 +197,7 @@ def test_bias_removal_is_applied_to_the_stored_encoding(tiny_model, tmp_path, la
     runner = experiment.ExperimentRunner(spec)
     values = runner.evaluate().pivot_table(index='qid', columns=['name', 'measure'], values='value')
     encodings = tmp_path / 'runs' / 'debias' / 'encodings'
-    for name in ('centred', 'projected'):
-        assert not values[name].equals(values['raw']), f'{name}: bias removal changed nothing'
+    assert not values['centred'].equals(values['raw']), 'bias removal changed nothing'
     # the stored vectors are LanguageBiasRemoval's, with the means fitted on the whole pooled encoding
     centred = spec.models['centred']
     folder = encodings / centred.encoding_key / 'lareqa__xquad-r__de' / centred.system_key.removeprefix(
