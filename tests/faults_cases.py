@@ -412,7 +412,8 @@ YAML_CASES = [
     YamlCase('unknown-top-key', _HEAD + 'mesures: [AP]\n',
              r"exp\.yaml:5: mesures: unknown key 'mesures'; valid: baseline, correction, datasets"),
     YamlCase('unknown-model-key', 'name: x\nmodels:\n  a: {pretrained: m, batchsize: 8}\ndatasets: [lareqa/xquad-r]\n',
-             r"exp\.yaml:3: models\.a\.batchsize: unknown key 'batchsize'; valid: batch_size, pretrained"),
+             r"exp\.yaml:3: models\.a\.batchsize: unknown key 'batchsize'; "
+             r"valid: batch_size, bias_removal, pretrained"),
     YamlCase('unknown-measure', _HEAD + 'measures: [AP, nDCG@ten]\n',
              r"exp\.yaml:5: measures\.1: unknown measure 'nDCG@ten'"),
     YamlCase('rank-distance-cutoff', _HEAD + 'measures: [RankDistance@x]\n',
