@@ -240,6 +240,12 @@ def main() -> None:
     from pyterrier_hybrid.atomic import write_atomically
     from pyterrier_hybrid.retrieval.gate import BiasGate
     model = args.model or offline_model('multilingual-e5-small')
+    run_settings = {'model': model, 'sample': args.sample, 'batch_size': args.batch_size, 'threads': args.threads,
+                'repeats': args.repeats}
+    earlier = HERE / 'results' / 'encode_speed.json'
+    previous = json.loads(earlier.read_text()) if args.only and earlier.is_file() else None
+    if previous is not None and {k: v for k, v in previous.items() if k != 'configurations'} != run_settings:
+        parser.error(f'{earlier} was measured with other settings; rerun without --only')  # before measuring
     Path(args.work).mkdir(parents=True, exist_ok=True)
     (HERE / 'results').mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory() as scratch:
@@ -273,17 +279,10 @@ def main() -> None:
                 table = pd.concat([earlier[~earlier['configuration'].isin(table['configuration'])], table])
             write_atomically(HERE / 'results' / 'encode_speed.settings.csv',
                              lambda tmp: table.to_csv(tmp, index=False))
-    result = {'model': model, 'sample': args.sample, 'batch_size': args.batch_size, 'threads': args.threads,
-              'repeats': args.repeats, 'configurations': rows}
-    earlier = HERE / 'results' / 'encode_speed.json'
-    if args.only and earlier.is_file():  # a partial rerun replaces its rows in the earlier run's table
-        previous = json.loads(earlier.read_text())
-        if {k: v for k, v in previous.items() if k != 'configurations'} != \
-                {k: v for k, v in result.items() if k != 'configurations'}:
-            parser.error(f'{earlier} was measured with other settings; rerun without --only')
+    if previous is not None:  # a partial rerun replaces its rows in the earlier run's table
         fresh = {row['configuration']: row for row in rows}
         rows = [fresh.pop(row['configuration'], row) for row in previous['configurations']] + list(fresh.values())
-        result['configurations'] = rows
+    result = {**run_settings, 'configurations': rows}
     write_atomically(HERE / 'results' / 'encode_speed.json',
                      lambda tmp: tmp.write_text(json.dumps(result, indent=1) + '\n'))
     markdown = pd.DataFrame(rows).drop(columns=['seconds_all', 'versions'], errors='ignore').to_markdown(index=False)

@@ -200,8 +200,7 @@ def test_bias_removal_is_applied_to_the_stored_encoding(tiny_model, tmp_path, la
     assert not values['centred'].equals(values['raw']), 'bias removal changed nothing'
     # the stored vectors are LanguageBiasRemoval's, with the means fitted on the whole pooled encoding
     centred = spec.models['centred']
-    folder = encodings / centred.encoding_key / 'lareqa__xquad-r__de' / centred.system_key.removeprefix(
-        centred.encoding_key + '-')
+    folder = encodings / centred.encoding_key / 'lareqa__xquad-r__de' / centred.removal_key
     raw, debiased = ph.DenseIndex(folder.parent / 'docs.index'), ph.DenseIndex(folder / 'docs.index')
     langs = [docno.split('-')[0] for docno in raw.payload()[0]]
     removal = ph.LanguageBiasRemoval(ph.LanguageMeans.load(folder / 'language_means'))

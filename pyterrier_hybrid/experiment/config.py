@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import json
 import os
 import re
@@ -122,12 +123,16 @@ class ModelSpec:
         return f'{self.key}-int8' if self.quantize else self.key
 
     @property
+    def removal_key(self) -> str | None:
+        """The cache key of the model's language-bias removal (None without one): where its debiased vectors live
+        beside the encoding."""
+        return None if self.bias_removal is None else f'debiased-{_digest(dict(self.bias_removal))[:8]}'
+
+    @property
     def system_key(self) -> str:
         """The cache key of the model's per-query values and runs: :attr:`encoding_key` plus its language-bias
         removal, which transforms the stored vectors (kept beside them, so changing it does not re-encode)."""
-        if self.bias_removal is None:
-            return self.encoding_key
-        return f'{self.encoding_key}-debiased-{_digest(dict(self.bias_removal))[:8]}'
+        return self.encoding_key if self.removal_key is None else f'{self.encoding_key}-{self.removal_key}'
 
 
 _FILE_DIGESTS: dict[tuple[str, int, int], str] = {}
@@ -426,8 +431,9 @@ def _bias_removal(options: Any, where: tuple, problems: list) -> tuple[tuple[str
     if not isinstance(options, dict):
         problems.append((where, f'bias_removal is true or a mapping of method, k, query_means; not {options!r}'))
         return None
-    _unknown_keys(options, {'method', 'k', 'query_means'}, where, problems)
-    options = {k: v for k, v in options.items() if k in ('method', 'k', 'query_means')}
+    names = inspect.signature(check_options).parameters  # method, k, query_means
+    _unknown_keys(options, set(names), where, problems)
+    options = {k: v for k, v in options.items() if k in names}
     try:
         check_options(**options)
     except ValueError as error:

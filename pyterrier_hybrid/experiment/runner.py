@@ -159,8 +159,7 @@ class ExperimentRunner:
             system = PooledDenseRetrieval(encoder, pooled_id, path)
         if model.bias_removal is None:
             return system
-        return system.debiased(path / model.system_key.removeprefix(model.encoding_key + '-'),
-                               **dict(model.bias_removal))
+        return system.debiased(path / model.removal_key, **dict(model.bias_removal))
 
     def write_runs(self, model: ModelSpec, system, settings: list[Setting]) -> None:
         """TREC runs, ``run_depth`` deep, one per setting, tagged with the model's encoding key."""

@@ -88,6 +88,11 @@ class DenseIndex(FlexIndex):
         meta, = self.payload(return_dvecs=False, return_docnos=False)
         return meta
 
+    @property
+    def encoder_metadata(self) -> dict:
+        """What :attr:`metadata` records about the encoder that built the index (what a derived index inherits)."""
+        return {k: v for k, v in self.metadata.items() if k not in _FLEX_KEYS}
+
     def payload(self, return_dvecs: bool = True, return_docnos: bool = True) -> list:
         """``[docnos, dvecs, meta]`` like :meth:`FlexIndex.payload`, each file checked when first opened."""
         if 'meta' not in self._files:
@@ -152,7 +157,7 @@ class DenseIndex(FlexIndex):
                                                f'{shards[0].index_path}; shards must share one encoder')
         streams = [s.get_corpus_iter(verbose=False) for s in shards]
         merged = cls(path)
-        merged._encoder_metadata = {k: v for k, v in metas[0].items() if k not in _FLEX_KEYS}
+        merged._encoder_metadata = shards[0].encoder_metadata
         interleaved = (doc for group in itertools.zip_longest(*streams) for doc in group if doc is not None)
         merged.indexer(mode=mode).index({'docno': d['docno'], 'doc_vec': d['doc_vec']} for d in interleaved)
         return merged

@@ -22,7 +22,7 @@ from pyterrier_hybrid.evaluation.settings import Setting
 
 from .distributed import build_index
 from .encoder import HybridEncoder
-from .index import _FLEX_KEYS, DenseIndex
+from .index import DenseIndex
 
 
 class QueryVectors(pt.Transformer):
@@ -88,19 +88,19 @@ class PooledDenseRetrieval:
         docs, queries = DenseIndex(path / 'docs.index'), DenseIndex(path / 'queries.index')
         if not (docs.built() and queries.built()):
             dataset = ir_datasets.load(self.dataset_id)
-            sides = {'doc': (self.docs, docs, _languages(dataset.docs_iter(), 'doc_id', self.dataset_id)),
-                     'query': (self.queries, queries, _languages(dataset.queries_iter(), 'query_id', self.dataset_id))}
-            encoded = {side: _vectors(source) for side, (source, _, _) in sides.items()}
-            langs = {side: [sides[side][2][i] for i in encoded[side][0]] for side in sides}
-            means = LanguageMeans.fit(zip(encoded['doc'][1], langs['doc']), zip(encoded['query'][1], langs['query']))
+            doc_ids, doc_vecs = _vectors(self.docs)
+            query_ids, query_vecs = _vectors(self.queries)
+            doc_langs = _languages(dataset.docs_iter(), 'doc_id', self.dataset_id, doc_ids)
+            query_langs = _languages(dataset.queries_iter(), 'query_id', self.dataset_id, query_ids)
+            means = LanguageMeans.fit(zip(doc_vecs, doc_langs), zip(query_vecs, query_langs))
             removal = LanguageBiasRemoval(means, **options)
             means.save(path / 'language_means')
-            for side, (source, target, _) in sides.items():
-                ids, vectors = encoded[side]
-                target._encoder_metadata = {**{k: v for k, v in source.metadata.items() if k not in _FLEX_KEYS},
-                                            'bias_removal': {**options, 'means': means.digest}}
+            metadata = {**self.docs.encoder_metadata, 'bias_removal': {**options, 'means': means.digest}}
+            for target, ids, vectors, langs, side in [(docs, doc_ids, doc_vecs, doc_langs, 'doc'),
+                                                      (queries, query_ids, query_vecs, query_langs, 'query')]:
+                target._encoder_metadata = metadata
                 target.indexer(mode='overwrite').index(
-                    {'docno': i, 'doc_vec': v} for i, v in zip(ids, removal.apply(vectors, langs[side], side)))
+                    {'docno': i, 'doc_vec': v} for i, v in zip(ids, removal.apply(vectors, langs, side)))
         debiased = copy.copy(self)  # the same encoder and data set, other vectors
         debiased.docs, debiased.queries = docs, queries
         return debiased
@@ -111,8 +111,8 @@ class PooledDenseRetrieval:
         return QueryVectors(self.queries) >> self.docs.retriever(self.num_results, docnos=subset, drop_query_vec=True)
 
 
-def _languages(records, id_field: str, dataset_id: str) -> dict[str, str]:
-    """Each record's language, as the data set records it (language-bias removal centres by it)."""
+def _languages(records, id_field: str, dataset_id: str, ids: list[str]) -> list[str]:
+    """The language of each of ``ids``, as the data set records it (language-bias removal centres by it)."""
     langs = {}
     for record in records:
         lang = getattr(record, 'lang', None)
@@ -120,7 +120,7 @@ def _languages(records, id_field: str, dataset_id: str) -> dict[str, str]:
             raise ValueError(f'{dataset_id} does not record the language of {getattr(record, id_field)!r}; '
                              'language-bias removal needs each text\'s language (a lang field)')
         langs[getattr(record, id_field)] = lang
-    return langs
+    return [langs[i] for i in ids]
 
 
 def _vectors(index: DenseIndex) -> tuple[list[str], np.ndarray]:
