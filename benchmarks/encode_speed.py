@@ -8,8 +8,10 @@ process (so its peak memory is its own) with the same batch size and threads, be
 export (cached) and a warm-up. Reported: passages/s, peak RSS, cosine to sentence-transformers torch fp32 (min and
 mean), the bias gate's figures for the int8 rows and the reference (Mul AP and rank distance on its held-out
 XQuAD-R sample, pyterrier_hybrid.retrieval.gate, from each row's own vectors), and with ``--quality`` XQuAD-R
-Mo / Cr / Mul AP and rank distance on all 132 settings (exact, over full rankings; ``int8``: for this package's int8
-rows, whose per-setting values also go to encode_speed.settings.csv).
+Mo / Cr / Mul AP and rank distance on all 132 settings (``int8``: the int8 rows and the reference; ``all``: every
+row). Each such row also encodes the pooled corpus and all questions, and this process scores the vectors with
+pyterrier_hybrid's exact evaluation over full rankings, sentence-transformers' rows as this package's; per-setting
+values go to encode_speed.settings.{csv,md}).
 
 sentence-transformers' ONNX / OpenVINO backends need Optimum, whose releases pin transformers below what this
 package runs on (optimum-onnx: < 4.58; optimum-intel: < 5.6). ``--st-python`` runs those rows with another
@@ -114,44 +116,72 @@ def load_sentence_transformers(model: str, backend: str, int8: bool, calibration
 
 
 def load(name: str, model: str, batch_size: int, calibration: list[str]):
-    """(HybridEncoder for evaluation or None, encode passages, encode queries) of one configuration."""
+    """(encode passages, encode queries) of one configuration."""
     library, backend, int8 = CONFIGURATIONS[name]
     if library == 'hybrid':
         from pyterrier_hybrid import HybridEncoder
         encoder = HybridEncoder.from_pretrained(model, batch_size=batch_size, device='cpu', backend=backend,
                                                 quantize=int8)
-        return encoder, encoder.encode_docs, encoder.encode_queries
+        return encoder.encode_docs, encoder.encode_queries
     st = load_sentence_transformers(model, backend, int8, calibration)
 
     def encode(prompt: str):
         prompt = prompt if prompt in (st.prompts or {}) else None
         return lambda texts: st.encode(texts, batch_size=batch_size, prompt_name=prompt, normalize_embeddings=True,
                                        convert_to_numpy=True)
-    return None, encode('passage'), encode('query')
+    return encode('passage'), encode('query')
 
 
-def quality(name: str, encoder, scratch: Path) -> dict:
-    """XQuAD-R AP and rank distance averaged per kind, by pyterrier_hybrid's exact evaluation; the per-setting
-    values go to ``scratch/settings-NAME.csv`` for the parent to collect."""
-    from pyterrier_hybrid import PooledDenseRetrieval, RankDistance, evaluate_pooled, lareqa_settings
+class _Vectors:
+    """Vectors looked up by id: the one thing :func:`~pyterrier_hybrid.evaluate_pooled` reads of a pooled system's
+    indexes, here for vectors a configuration's process encoded (perhaps with another interpreter)."""
+
+    def __init__(self, ids: list[str], vectors: np.ndarray):
+        self.rows, self.matrix = {i: row for row, i in enumerate(ids)}, vectors
+
+    def vectors(self, ids) -> np.ndarray:
+        return self.matrix[[self.rows[i] for i in ids]]
+
+
+def pooled_texts() -> dict:
+    """XQuAD-R's pooled corpus and all its questions: ids and texts, for every configuration to encode."""
+    import ir_datasets
+
+    import pyterrier_hybrid  # noqa: F401  (registers lareqa)
+    dataset = ir_datasets.load('lareqa/xquad-r')
+    docs, queries = list(dataset.docs_iter()), list(dataset.queries_iter())
+    return {'doc_ids': [d.doc_id for d in docs], 'docs': [d.text for d in docs],
+            'query_ids': [q.query_id for q in queries], 'queries': [q.text for q in queries]}
+
+
+def quality(name: str, pooled: dict, scratch: Path) -> dict | None:
+    """XQuAD-R AP and rank distance of one row's pooled vectors (None if it encoded none) averaged per kind;
+    the per-setting values go to ``scratch/settings-NAME.csv``."""
+    files = [scratch / f'pooled-{side}-{name}.npy' for side in ('docs', 'queries')]
+    if not all(f.is_file() for f in files):
+        return None
+    from types import SimpleNamespace
+
+    from pyterrier_hybrid import RankDistance, evaluate_pooled, lareqa_settings
     from pyterrier_hybrid.evaluation.measures import AP
-    with tempfile.TemporaryDirectory() as path:
-        system = PooledDenseRetrieval(encoder, 'lareqa/xquad-r', path)
-        perquery = evaluate_pooled({name: system}, lareqa_settings('xquad-r'), [AP, RankDistance])
-    by_setting = perquery.groupby(['kind', 'dataset_id', 'measure'])['value'].mean()
+    system = SimpleNamespace(docs=_Vectors(pooled['doc_ids'], np.load(files[0])),
+                             queries=_Vectors(pooled['query_ids'], np.load(files[1])))
+    perquery = evaluate_pooled({name: system}, lareqa_settings('xquad-r'), [AP, RankDistance])
+    perquery = perquery[(perquery['measure'].astype(str) != str(RankDistance)) | (perquery['kind'] == 'Mul')]
+    by_setting = perquery.groupby(['kind', 'dataset_id', 'measure'])['value'].mean()  # rank distance: Mul only
     by_setting.rename('value').reset_index().assign(configuration=name).to_csv(
         scratch / f'settings-{name}.csv', index=False)
     by_kind = by_setting.groupby(['kind', 'measure']).mean()
     return {f'{measure} {kind}': round(float(value), 4) for (kind, measure), value in by_kind.items()}
 
 
-def measure(name: str, model: str, texts_file: Path, batch_size: int, repeats: int, with_quality: bool,
+def measure(name: str, model: str, texts_file: Path, batch_size: int, repeats: int, pooled_file: Path | None,
             with_gate: bool) -> dict:
     import torch
     texts = json.loads(texts_file.read_text())
     passages = texts['passages']
     start = time.perf_counter()
-    encoder, encode, encode_queries = load(name, model, batch_size, texts['calibration'])
+    encode, encode_queries = load(name, model, batch_size, texts['calibration'])
     load_s = time.perf_counter() - start
     if with_gate:  # the bias gate's held-out sample, for the parent to score every row the same way
         np.save(texts_file.parent / f'gate-queries-{name}.npy', encode_queries(texts['gate_queries']))
@@ -169,7 +199,11 @@ def measure(name: str, model: str, texts_file: Path, batch_size: int, repeats: i
            'threads': torch.get_num_threads(), 'batch_size': batch_size,
            'peak_rss_mb': round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
            'versions': versions()}
-    return {**row, **(quality(name, encoder, texts_file.parent) if with_quality and encoder is not None else {})}
+    if pooled_file is not None:  # after the timing, for the parent to score
+        pooled = json.loads(pooled_file.read_text())
+        np.save(texts_file.parent / f'pooled-docs-{name}.npy', encode(pooled['docs']))
+        np.save(texts_file.parent / f'pooled-queries-{name}.npy', encode_queries(pooled['queries']))
+    return row
 
 
 def versions() -> str:
@@ -183,7 +217,7 @@ def versions() -> str:
     return ', '.join(found)
 
 
-def run_one(name: str, args: argparse.Namespace, model: str, texts_file: Path) -> dict:
+def run_one(name: str, args: argparse.Namespace, model: str, texts_file: Path, pooled_file: Path) -> dict:
     """One configuration in a fresh process with ``args.threads`` threads; a failure becomes the row's reason."""
     library, backend, int8 = CONFIGURATIONS[name]
     python = args.st_python if library == 'st' and backend != 'torch' and args.st_python else sys.executable
@@ -191,8 +225,9 @@ def run_one(name: str, args: argparse.Namespace, model: str, texts_file: Path) -
         model = st_checkpoint(model, Path(args.work))
     command = [python, __file__, '--child', '--only', name, '--model', model, '--texts', str(texts_file),
                '--batch-size', str(args.batch_size), '--repeats', str(args.repeats), '--threads', str(args.threads)]
-    command += ['--quality', 'all'] if args.quality == 'all' or (args.quality == 'int8' and int8) else []
-    command += ['--gate'] if int8 or name == REFERENCE else []
+    compared = int8 or name == REFERENCE  # the rows the bias gate compares
+    command += ['--pooled', str(pooled_file)] if args.quality == 'all' or (args.quality == 'int8' and compared) else []
+    command += ['--gate'] if compared else []
     threads = str(args.threads)
     env = {**os.environ, 'OMP_NUM_THREADS': threads, 'MKL_NUM_THREADS': threads, 'TOKENIZERS_PARALLELISM': 'false'}
     done = subprocess.run(command, capture_output=True, text=True, env=env)
@@ -210,8 +245,9 @@ def main() -> None:
     parser.add_argument('--threads', type=int, default=2)
     parser.add_argument('--repeats', type=int, default=3)
     parser.add_argument('--quality', choices=('none', 'int8', 'all'), default='none',
-                        help="XQuAD-R Mo/Cr/Mul AP and rank distance of this package's configurations too: none, "
-                             'the int8 ones or all (sentence-transformers rows: cosine and the gate sample)')
+                        help='XQuAD-R Mo/Cr/Mul AP and rank distance on all 132 settings too: none, for the int8 '
+                             'rows and the reference, or for all rows (one encoding of the pooled corpus and '
+                             'questions per row)')
     parser.add_argument('--only', help='comma-separated configurations (default: all); their rows replace those of '
                         'the earlier results (the reference is always measured again)')
     parser.add_argument('--st-python', help="interpreter of an environment with sentence-transformers' ONNX and "
@@ -221,6 +257,7 @@ def main() -> None:
     parser.add_argument('--child', action='store_true', help=argparse.SUPPRESS)  # measure --only here
     parser.add_argument('--texts', type=Path, help=argparse.SUPPRESS)  # the child's passages and calibration
     parser.add_argument('--gate', action='store_true', help=argparse.SUPPRESS)  # encode the gate's sample too
+    parser.add_argument('--pooled', type=Path, help=argparse.SUPPRESS)  # encode XQuAD-R's pooled texts too
     args = parser.parse_args()
     names = args.only.split(',') if args.only else list(CONFIGURATIONS)
     unknown = [n for n in names if n not in CONFIGURATIONS]
@@ -230,7 +267,7 @@ def main() -> None:
         import torch
         torch.set_num_threads(args.threads)
         print(json.dumps(measure(names[0], args.model, args.texts, args.batch_size, args.repeats,
-                                 args.quality != 'none', args.gate)))
+                                 args.pooled, args.gate)))
         return
 
     sys.path.insert(0, str(HERE))
@@ -249,14 +286,17 @@ def main() -> None:
     Path(args.work).mkdir(parents=True, exist_ok=True)
     (HERE / 'results').mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory() as scratch:
-        texts_file = Path(scratch) / 'texts.json'
+        texts_file, pooled_file = Path(scratch) / 'texts.json', Path(scratch) / 'pooled.json'
+        pooled = pooled_texts() if args.quality != 'none' else None
+        if pooled is not None:
+            pooled_file.write_text(json.dumps(pooled))
         gate = BiasGate()
         texts_file.write_text(json.dumps({'passages': sample_passages(args.sample),
                                           'calibration': gate.calibration_texts(),
                                           'gate_queries': gate.sample.queries, 'gate_docs': gate.sample.docs}))
         rows = []
         for name in dict.fromkeys([REFERENCE, *names]):
-            rows.append(run_one(name, args, model, texts_file))
+            rows.append(run_one(name, args, model, texts_file, pooled_file))
             print(rows[-1], flush=True)
         reference_path = Path(scratch) / f'vectors-{REFERENCE}.npy'
         reference = np.load(reference_path) if reference_path.is_file() else None
@@ -270,6 +310,7 @@ def main() -> None:
             if all(f.is_file() for f in gate_files) and 'unavailable' not in row:
                 figures = gate.figures_of(*map(np.load, gate_files))
                 row['gate Mul AP'], row['gate RD'] = round(figures['AP'], 4), round(figures['RankDistance'], 2)
+            row.update((pooled and quality(row['configuration'], pooled, Path(scratch))) or {})
         settings = sorted(Path(scratch).glob('settings-*.csv'))
         if settings:
             table = pd.concat([pd.read_csv(path) for path in settings], ignore_index=True)
@@ -277,8 +318,12 @@ def main() -> None:
             if args.only and kept.is_file():  # a partial rerun keeps the other configurations' values
                 earlier = pd.read_csv(kept)
                 table = pd.concat([earlier[~earlier['configuration'].isin(table['configuration'])], table])
-            write_atomically(HERE / 'results' / 'encode_speed.settings.csv',
-                             lambda tmp: table.to_csv(tmp, index=False))
+            write_atomically(kept, lambda tmp: table.to_csv(tmp, index=False))
+            wide = table.pivot_table(index=['kind', 'dataset_id'], columns=['measure', 'configuration'],
+                                     values='value').round(4)  # one row per setting, the 132-setting table
+            wide.columns = [f'{measure} {configuration}' for measure, configuration in wide.columns]
+            write_atomically(kept.with_suffix('.md'),
+                             lambda tmp: tmp.write_text(wide.reset_index().to_markdown(index=False) + '\n'))
     if previous is not None:  # a partial rerun replaces its rows in the earlier run's table
         fresh = {row['configuration']: row for row in rows}
         rows = [fresh.pop(row['configuration'], row) for row in previous['configurations']] + list(fresh.values())
