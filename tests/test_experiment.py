@@ -24,9 +24,10 @@ def write(tmp_path, text: str, name: str = 'exp.yaml'):
 VALID = '''
     name: tiny
     models:
-      base: {pretrained: %(model)s}
+      base: {pretrained: %(model)s, batch_size: 256}  # encoding batches: a tiny model's time is overhead per batch
       hybrid:
         train: {base: base, data: lareqa/mlqa-r, strategy: hybrid, steps: 2, batch_size: 4}
+        batch_size: 256
     datasets: [lareqa/xquad-r]
     languages: [de, en]
     settings: [Mo, Cr, Mul]
