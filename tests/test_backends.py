@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import shutil
 import sys
 
@@ -10,6 +11,7 @@ import pytest
 from conftest import TINY_TEXTS
 
 from pyterrier_hybrid import HybridEncoder
+from pyterrier_hybrid.checkpoints import checkpoint_digest
 from pyterrier_hybrid.retrieval import backends
 from pyterrier_hybrid.retrieval.gate import BiasGate, QuantizationRefusedError
 
@@ -29,12 +31,17 @@ def checkpoint(tiny_model, tmp_path):
     return shutil.copytree(tiny_model, tmp_path / 'tiny')
 
 
-def _sabotaged(encoder: HybridEncoder) -> HybridEncoder:
-    """The encoder with its word embeddings permuted: vectors of other texts, as a broken quantisation gives."""
+def _permute_embeddings(hf_model):
+    """Word embeddings permuted, in place: vectors of other texts, as a broken quantisation gives."""
     import torch
-    embeddings = encoder.model[0].auto_model.embeddings.word_embeddings.weight
+    embeddings = hf_model.embeddings.word_embeddings.weight
     with torch.no_grad():
         embeddings.copy_(embeddings[torch.randperm(len(embeddings), generator=torch.Generator().manual_seed(0))])
+    return hf_model
+
+
+def _sabotaged(encoder: HybridEncoder) -> HybridEncoder:
+    _permute_embeddings(encoder.model[0].auto_model)
     return encoder
 
 
@@ -81,6 +88,49 @@ def test_onnx_gives_torch_vectors_and_reuses_its_export(checkpoint, monkeypatch)
     monkeypatch.setattr(backends, 'export_onnx', lambda *a: pytest.fail('exported again'))
     again = HybridEncoder.from_pretrained(checkpoint, device='cpu', backend='onnx')
     np.testing.assert_array_equal(again.encode_docs(TINY_TEXTS), encoder.encode_docs(TINY_TEXTS))
+
+
+@needs_onnx
+def test_an_export_of_other_weights_is_made_again(checkpoint):
+    """A checkpoint trained again into the same folder keeps its old onnx/ folder: the export must not outlive
+    the weights it was made from."""
+    from safetensors.torch import load_file, save_file
+    HybridEncoder.from_pretrained(checkpoint, device='cpu', backend='onnx')
+    weights = load_file(checkpoint / 'model.safetensors')
+    weights['embeddings.word_embeddings.weight'] = weights['embeddings.word_embeddings.weight'].flip(0)
+    save_file(weights, checkpoint / 'model.safetensors', metadata={'format': 'pt'})
+    reference = HybridEncoder.from_pretrained(checkpoint, device='cpu').encode_docs(TINY_TEXTS)
+    again = HybridEncoder.from_pretrained(checkpoint, device='cpu', backend='onnx')
+    np.testing.assert_allclose(again.encode_docs(TINY_TEXTS), reference, atol=1e-5)
+
+
+def test_a_hub_id_is_known_by_the_commit_its_cached_snapshot_resolves_to(tmp_path, monkeypatch):
+    """Exports (and experiment keys) of a Hub model updated upstream are not reused: they follow the commit."""
+    from huggingface_hub import constants
+    monkeypatch.setattr(constants, 'HF_HUB_CACHE', str(tmp_path / 'hub'))
+    monkeypatch.setenv(backends.CACHE_ENV, str(tmp_path / 'cache'))
+    repo = tmp_path / 'hub' / 'models--org--encoder'
+    seen = [(checkpoint_digest('org/encoder'), backends.export_dir('org/encoder', 'onnx'))]  # nothing cached yet
+    for commit in ('a' * 40, 'b' * 40):
+        (repo / 'snapshots' / commit).mkdir(parents=True)
+        (repo / 'snapshots' / commit / 'config.json').write_text('{}')
+        (repo / 'refs').mkdir(exist_ok=True)
+        (repo / 'refs' / 'main').write_text(commit)
+        seen.append((checkpoint_digest('org/encoder'), backends.export_dir('org/encoder', 'onnx')))
+    assert len(set(seen)) == 3 and len({directory for _, directory in seen}) == 3
+    assert checkpoint_digest('org/encoder') == seen[-1][0]  # stable while the commit is
+
+
+def test_torch_int8_is_gated_like_the_exports(checkpoint, monkeypatch):
+    identity = checkpoint_digest(checkpoint)
+    encoder = HybridEncoder.from_pretrained(checkpoint, device='cpu', quantize=True, gate=SMALL_GATE)
+    assert encoder.quantized
+    verdict = checkpoint / 'torch' / 'model_qint8.gate.json'
+    assert json.loads(verdict.read_text())['checkpoint'] == identity == checkpoint_digest(checkpoint)
+    verdict.unlink()
+    monkeypatch.setattr(backends, 'quantize_torch', _permute_embeddings)  # a quantisation that ranks otherwise
+    with pytest.raises(QuantizationRefusedError, match=r'Mul AP fp32 0\.\d{4}, int8 0\.\d{4}'):
+        HybridEncoder.from_pretrained(checkpoint, device='cpu', quantize=True, gate=SMALL_GATE)
 
 
 @needs_onnx

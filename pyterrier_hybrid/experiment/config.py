@@ -35,9 +35,7 @@ changed base checkpoint, recipe, lexicon or training file is a new model.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import inspect
-import json
 import os
 import re
 from collections.abc import Mapping
@@ -48,10 +46,10 @@ from typing import Any
 import ir_datasets
 import yaml
 
+from pyterrier_hybrid.checkpoints import checkpoint_digest, digest, file_digest
 from pyterrier_hybrid.data import lareqa
 from pyterrier_hybrid.evaluation.measures import parse_measure
 from pyterrier_hybrid.evaluation.settings import KINDS
-from pyterrier_hybrid.retrieval import BACKENDS
 from pyterrier_hybrid.training.recipe import Recipe, RecipeError
 
 MODEL_KEYS = {'pretrained', 'train', 'batch_size', 'quantize', 'bias_removal'}
@@ -106,7 +104,7 @@ class ModelSpec:
             lexicons = tuple(file_digest(p) for p in recipe.code_switching.lexicons)
             recipe = dataclasses.replace(recipe, code_switching=dataclasses.replace(recipe.code_switching,
                                                                                     lexicons=lexicons))
-        return _digest({'base': base, 'data': data_digest(self.data), 'recipe': recipe.digest()})
+        return digest({'base': base, 'data': data_digest(self.data), 'recipe': recipe.digest()})
 
     @property
     def key(self) -> str:
@@ -126,7 +124,7 @@ class ModelSpec:
     def removal_key(self) -> str | None:
         """The cache key of the model's language-bias removal (None without one): where its debiased vectors live
         beside the encoding."""
-        return None if self.bias_removal is None else f'debiased-{_digest(dict(self.bias_removal))[:8]}'
+        return None if self.bias_removal is None else f'debiased-{digest(dict(self.bias_removal))[:8]}'
 
     @property
     def system_key(self) -> str:
@@ -135,47 +133,13 @@ class ModelSpec:
         return self.encoding_key if self.removal_key is None else f'{self.encoding_key}-{self.removal_key}'
 
 
-_FILE_DIGESTS: dict[tuple[str, int, int], str] = {}
-
-
-def file_digest(path: str | os.PathLike) -> str:
-    """The sha256 of a file's contents, remembered per (path, size, mtime): a checkpoint's weights take about a
-    second to hash, and keys are asked for often."""
-    path = Path(path).resolve()
-    stat = path.stat()
-    remembered = (str(path), stat.st_size, stat.st_mtime_ns)
-    if remembered not in _FILE_DIGESTS:
-        with open(path, 'rb') as file:
-            _FILE_DIGESTS[remembered] = hashlib.file_digest(file, 'sha256').hexdigest()
-    return _FILE_DIGESTS[remembered]
-
-
-def checkpoint_digest(name_or_path: str) -> str:
-    """A local checkpoint by the contents of its files (config, weights, tokenizer; not hidden files,
-    documentation, or the ONNX / OpenVINO exports that encoding with those backends writes into it), so pointing a
-    model at another checkpoint is a new model and encoding with another backend is not; a Hub id by name and
-    revision (``main``, the revision the encoder and the trainer load)."""
-    path = Path(name_or_path)
-    if not path.is_dir():
-        return _digest({'hub': str(name_or_path), 'revision': 'main'})
-    exports = set(BACKENDS) - {'torch'}
-    files = sorted(p for p in path.rglob('*') if p.is_file() and p.suffix != '.md'
-                   and not any(part.startswith('.') for part in p.relative_to(path).parts)
-                   and p.relative_to(path).parts[0] not in exports)
-    return _digest({p.relative_to(path).as_posix(): file_digest(p) for p in files})
-
-
 def data_digest(data: str) -> str:
     """Training data by content: a LAReQA collection by the published sha256s of its files (each file read is
     checked against them), a JSONL file by its own."""
     collection = data.removeprefix('lareqa/')
     if collection in lareqa.COLLECTIONS:
-        return _digest({f: h for f, h in sorted(lareqa.SHA256.items()) if f.startswith(f'{collection}/')})
+        return digest({f: h for f, h in sorted(lareqa.SHA256.items()) if f.startswith(f'{collection}/')})
     return file_digest(data)
-
-
-def _digest(value: Any) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
 
 
 @dataclass

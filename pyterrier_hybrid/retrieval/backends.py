@@ -8,9 +8,14 @@ do not install, so the export here uses ``torch.onnx`` (TorchScript exporter), O
 quantisation, OpenVINO's converter and NNCF's static quantisation directly.
 
 Exports are cached beside the checkpoint (its ``onnx/`` or ``openvino/`` folder, as sentence-transformers does), or
-for a checkpoint that is not a writable directory under ``~/.cache/pyterrier-hybrid/exports/<digest>/``, and
-reused on the next load. An int8 export is used only once :class:`~pyterrier_hybrid.retrieval.gate.BiasGate`
-accepted it; its figures are stored beside it.
+for a checkpoint that is not a writable directory (a Hub id, a read-only folder) under
+``~/.cache/pyterrier-hybrid/exports/<checkpoint digest>/``, and reused on the next load only while they were made
+from the checkpoint's current files (:func:`~pyterrier_hybrid.checkpoints.checkpoint_digest`, stamped beside each
+export): a checkpoint trained again into the same folder, or a Hub model updated upstream, is exported again.
+
+Every int8 model, torch's dynamic quantisation included, is used only once
+:class:`~pyterrier_hybrid.retrieval.gate.BiasGate` accepted it; its figures are stored beside the export (for
+torch, which exports nothing, in the checkpoint's ``torch/`` folder) with the checkpoint digest they were measured on.
 """
 from __future__ import annotations
 
@@ -27,11 +32,13 @@ import numpy as np
 import torch
 
 from pyterrier_hybrid.atomic import write_atomically
+from pyterrier_hybrid.checkpoints import checkpoint_digest
 from pyterrier_hybrid.retrieval import BACKENDS
 
 _EXTRAS = {'onnx': ('onnxruntime', 'onnx'), 'openvino': ('openvino', 'nncf')}
 _FILES = {('onnx', False): 'model.onnx', ('onnx', True): 'model_qint8.onnx',
-          ('openvino', False): 'openvino_model.xml', ('openvino', True): 'openvino_model_qint8.xml'}
+          ('openvino', False): 'openvino_model.xml', ('openvino', True): 'openvino_model_qint8.xml',
+          ('torch', True): 'model_qint8'}  # torch: no file, the name its gate verdict is kept under
 CACHE_ENV = 'PYTERRIER_HYBRID_CACHE'
 
 
@@ -49,18 +56,12 @@ def check_backend(backend: str) -> None:
 
 def export_dir(name_or_path: str, backend: str) -> Path:
     """Where the exports of a checkpoint live: its own ``onnx/`` or ``openvino/`` folder when it is a writable local
-    directory, otherwise a cache folder named by a digest of the checkpoint (its name and its files' sizes and
-    modification times, so a checkpoint saved again gets a fresh export)."""
+    directory, otherwise a cache folder named by the checkpoint's digest."""
     local = Path(name_or_path)
     if local.is_dir() and os.access(local, os.W_OK):
         return local / backend
-    digest = hashlib.sha256(str(local.resolve() if local.is_dir() else name_or_path).encode())
-    for path in sorted(local.rglob('*')) if local.is_dir() else ():
-        if path.is_file() and backend not in path.relative_to(local).parts[:1]:
-            stat = path.stat()
-            digest.update(f'{path.relative_to(local)}:{stat.st_size}:{stat.st_mtime_ns}\n'.encode())
     root = Path(os.environ.get(CACHE_ENV, Path.home() / '.cache' / 'pyterrier-hybrid'))
-    return root / 'exports' / digest.hexdigest()[:16] / backend
+    return root / 'exports' / checkpoint_digest(name_or_path)[:16] / backend
 
 
 def export_path(name_or_path: str, backend: str, int8: bool, calibration: Sequence[str] | None = None) -> Path:
@@ -200,24 +201,26 @@ def calibration_features(model, texts: Sequence[str], prefix: str = '') -> list[
 
 def ensure_export(model, name_or_path: str, backend: str, int8: bool,
                   calibration: Sequence[str] | None = None, prefix: str = '') -> Path:
-    """The path of the exported graph, exporting it (and the fp32 graph it derives from) when not cached."""
+    """The path of the exported graph, exporting it (and the fp32 graph it derives from) when it is missing or
+    was made from other checkpoint files."""
     target = export_path(name_or_path, backend, int8, calibration if int8 and backend == 'openvino' else None)
-    if target.is_file():
+    checkpoint = checkpoint_digest(name_or_path)
+    stamp = target.with_name(f'{target.name}.checkpoint')
+    if target.is_file() and _read_text(stamp) == checkpoint:
         return target
-    onnx_fp32 = export_path(name_or_path, 'onnx', False)
-    if not onnx_fp32.is_file():
-        export_onnx(model, onnx_fp32)
-    if backend == 'onnx':
-        if int8:
-            quantize_onnx(onnx_fp32, target)
+    if backend == 'onnx' and not int8:
+        export_onnx(model, target)
+    elif backend == 'onnx':
+        quantize_onnx(ensure_export(model, name_or_path, 'onnx', False), target)
     elif int8:
         if not calibration:
             raise ValueError('backend="openvino" with quantize=True is static quantisation: pass calibration texts '
                              '(a sample of the target corpus)')
-        fp32 = ensure_export(model, name_or_path, backend, False)
-        quantize_openvino(fp32, target, calibration_features(model, calibration, prefix))
+        quantize_openvino(ensure_export(model, name_or_path, backend, False), target,
+                          calibration_features(model, calibration, prefix))
     else:
-        convert_openvino(onnx_fp32, target)
+        convert_openvino(ensure_export(model, name_or_path, 'onnx', False), target)
+    write_atomically(stamp, lambda tmp: tmp.write_text(checkpoint, encoding='utf-8'))
     return target
 
 
@@ -229,30 +232,49 @@ def use_exported(model, path: Path, backend: str) -> None:
 def load_backend(encoder, calibration: Sequence[str] | None = None, gate=None) -> None:
     """Move a freshly loaded fp32 torch ``encoder`` to its ``backend``, int8 when ``encoder.quantized``.
 
-    An int8 export is measured against the torch fp32 model by ``gate`` the first time (the figures are stored
-    beside it, so later loads only re-apply the tolerances) and refused with :class:`QuantizationRefusedError` when
-    it ranks differently."""
+    An int8 model is measured against the torch fp32 model by ``gate`` the first time (the figures are stored
+    beside it with the checkpoint digest, so later loads of the same checkpoint only re-apply the tolerances) and
+    refused with :class:`QuantizationRefusedError` when it ranks differently."""
     from .gate import BiasGate
     model, name, backend = encoder.model, encoder.model_name, encoder.backend
     if not encoder.quantized:
         use_exported(model, ensure_export(model, name, backend, False), backend)
         return
     gate = gate or BiasGate()
-    if backend == 'openvino' and calibration is None:
-        calibration = gate.calibration_texts()
-    path = ensure_export(model, name, backend, True, calibration, encoder.encoder_config.doc_prefix)
+    if backend == 'torch':
+        path = export_dir(name, backend) / _FILES[backend, True]
+        to_int8 = lambda: quantize_torch(model.transformers_model)  # noqa: E731
+    else:
+        if backend == 'openvino' and calibration is None:
+            calibration = gate.calibration_texts()
+        path = ensure_export(model, name, backend, True, calibration, encoder.encoder_config.doc_prefix)
+        to_int8 = lambda: use_exported(model, path, backend)  # noqa: E731
     verdict = path.with_name(f'{path.name}.gate.json')
-    record = _read_json(verdict)
-    if record is None or record['sample'] != gate.record({}, {})['sample']:
+    record, checkpoint = _read_json(verdict), checkpoint_digest(name)
+    if record is None or record['sample'] != gate.record({}, {})['sample'] or record.get('checkpoint') != checkpoint:
         fp32 = gate.figures(encoder)
-        use_exported(model, path, backend)
+        to_int8()
         int8 = gate.figures(encoder)
         gate.check(fp32, int8)
-        record = gate.record(fp32, int8)
+        record = {**gate.record(fp32, int8), 'checkpoint': checkpoint}
         write_atomically(verdict, lambda tmp: tmp.write_text(json.dumps(record, indent=1), encoding='utf-8'))
     else:
         gate.check(record['fp32'], record['int8'])
-        use_exported(model, path, backend)
+        to_int8()
+
+
+def quantize_torch(model: torch.nn.Module) -> torch.nn.Module:
+    """Dynamic int8 quantisation, in place, of the attention projections (query, key, value, output), per output
+    channel.
+
+    The feed-forward layers stay fp32: dynamic quantisation scales each activation tensor as a whole, and the
+    feed-forward inputs carry outlier channels that such scales crush. On multilingual-e5-small, quantising every
+    linear layer per tensor cost 0.091 XQuAD-R Mul AP, all but the feed-forward outputs per channel 0.023, the
+    attention projections alone 0.006 (benchmarks/results/encode_speed.md, lareqa_xquad-r_mE5-small-int8.*)."""
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+    layers = {name: per_channel_dynamic_qconfig for name, module in model.named_modules()
+              if isinstance(module, torch.nn.Linear) and '.attention.' in f'.{name}.'}
+    return quantize_dynamic(model, layers, dtype=torch.qint8, inplace=True)
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -260,3 +282,10 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         return json.loads(path.read_text(encoding='utf-8'))
     except (FileNotFoundError, ValueError):
         return None  # absent or half-readable: measure again
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding='utf-8')
+    except FileNotFoundError:
+        return None

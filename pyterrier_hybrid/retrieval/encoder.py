@@ -175,8 +175,8 @@ class HybridEncoder(pyterrier_dr.BiEncoder):
             device: ``'cpu'``, ``'cuda'``...; a GPU is used when present, in bf16 (fp16 where bf16 is unsupported).
             quantize: int8 for CPU inference: with ``backend='torch'`` dynamic quantisation of the attention
                 projections; with ``'onnx'`` ONNX Runtime dynamic quantisation; with ``'openvino'`` NNCF static
-                quantisation calibrated on ``calibration``. An ONNX or OpenVINO int8 model is used only if ``gate``
-                (default :class:`~pyterrier_hybrid.retrieval.gate.BiasGate`) accepts it.
+                quantisation calibrated on ``calibration``. Any int8 model is used only if ``gate`` (default
+                :class:`~pyterrier_hybrid.retrieval.gate.BiasGate`) accepts it.
             trust_remote_code: run Python code shipped with the checkpoint (an ``auto_map`` or a custom module).
                 Only this argument allows it: a checkpoint's own config cannot.
             verbose: progress bars.
@@ -184,7 +184,7 @@ class HybridEncoder(pyterrier_dr.BiEncoder):
                 (see :mod:`pyterrier_hybrid.retrieval.backends`).
             calibration: texts of the target corpus to calibrate OpenVINO static int8 on (default: 300 XQuAD-R
                 sentences of all languages, none of which the gate uses).
-            gate: the bias gate int8 exports must pass.
+            gate: the bias gate int8 models must pass.
         """
         from sentence_transformers import SentenceTransformer
         name_or_path = str(name_or_path)
@@ -206,14 +206,12 @@ class HybridEncoder(pyterrier_dr.BiEncoder):
         config = replace(EncoderConfig.of(model), **{k: v for k, v in overrides.items() if v is not None})
         if max_length is not None:
             model.max_seq_length = max_length
-        if quantize and backend == 'torch':
-            _quantize_int8(model.transformers_model)
-        elif target.type == 'cuda':
+        if target.type == 'cuda':
             model = model.to(torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
         encoder = cls(model.eval(), config, model_name=name_or_path, batch_size=batch_size, text_field=text_field,
                       verbose=verbose, device=target, quantized=quantize, trust_remote_code=trust_remote_code,
                       backend=backend)
-        if backend != 'torch':
+        if backend != 'torch' or quantize:
             from .backends import load_backend
             load_backend(encoder, calibration, gate)
         return encoder
@@ -360,17 +358,3 @@ def _load_error(name_or_path: str, error: Exception) -> Exception:
                        f'trust it: {error}')
     return OSError(f'cannot load the checkpoint {name_or_path!r} (missing or corrupt?): '
                    f'{type(error).__name__}: {error}')
-
-
-def _quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
-    """Dynamic int8 quantisation, in place, of the attention projections (query, key, value, output), per output
-    channel.
-
-    The feed-forward layers stay fp32: dynamic quantisation scales each activation tensor as a whole, and the
-    feed-forward inputs carry outlier channels that such scales crush. On multilingual-e5-small, quantising every
-    linear layer per tensor cost 0.091 XQuAD-R Mul AP, all but the feed-forward outputs per channel 0.023, the
-    attention projections alone 0.006 (benchmarks/results/encode_speed.md, lareqa_xquad-r_mE5-small-int8.*)."""
-    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-    layers = {name: per_channel_dynamic_qconfig for name, module in model.named_modules()
-              if isinstance(module, torch.nn.Linear) and '.attention.' in f'.{name}.'}
-    return quantize_dynamic(model, layers, dtype=torch.qint8, inplace=True)
