@@ -16,10 +16,8 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import NamedTuple
 
 import ir_datasets
-import numpy as np
 import pandas as pd
 from ir_measures import AP, nDCG
 from lareqa_table import HERE, offline_model
@@ -29,25 +27,6 @@ from pyterrier_hybrid.atomic import write_atomically
 
 COLLECTION = 'xquad-r'
 MEASURES = [AP, nDCG @ 10, ph.RankDistance]
-
-
-class CachedVectors:
-    """Stands in for a DenseIndex in evaluate_pooled: the (debiased) vector of every id, computed once."""
-
-    def __init__(self, ids: np.ndarray, matrix: np.ndarray):
-        self.rows, self.matrix = pd.Index(ids), matrix
-
-    def vectors(self, ids) -> np.ndarray:
-        rows = self.rows.get_indexer(list(ids))
-        if (rows < 0).any():
-            raise KeyError(f'{int((rows < 0).sum())} id(s) have no cached vector')
-        return self.matrix[rows]
-
-
-class DebiasedSystem(NamedTuple):
-    """What evaluate_pooled reads from a PooledDenseRetrieval: document and query vectors by id."""
-    docs: CachedVectors
-    queries: CachedVectors
 
 
 def variants(means: ph.LanguageMeans, ks: list[int]) -> dict[str, ph.LanguageBiasRemoval | None]:
@@ -92,12 +71,9 @@ def main() -> None:
     rows, reprs = [], {}
     for name, removal in variants(means, args.k).items():
         start = time.perf_counter()
-        if removal is None:
-            debiased = DebiasedSystem(CachedVectors(docs['id'], doc_vecs), CachedVectors(queries['id'], query_vecs))
-        else:
-            debiased = DebiasedSystem(
-                CachedVectors(docs['id'], removal.apply(doc_vecs, docs['lang'], side='doc')),
-                CachedVectors(queries['id'], removal.apply(query_vecs, queries['lang'], side='query')))
+        debiased = ph.PooledVectors.of(docs['id'], doc_vecs, queries['id'], query_vecs) if removal is None else \
+            ph.PooledVectors.of(docs['id'], removal.apply(doc_vecs, docs['lang'], side='doc'),
+                                queries['id'], removal.apply(query_vecs, queries['lang'], side='query'))
         rows.append(ph.evaluate_pooled({name: debiased}, settings, MEASURES))
         timings[f'evaluate_s[{name}]'] = time.perf_counter() - start
         reprs[name] = repr(removal)

@@ -132,17 +132,6 @@ def load(name: str, model: str, batch_size: int, calibration: list[str]):
     return encode('passage'), encode('query')
 
 
-class _Vectors:
-    """Vectors looked up by id: the one thing :func:`~pyterrier_hybrid.evaluate_pooled` reads of a pooled system's
-    indexes, here for vectors a configuration's process encoded (perhaps with another interpreter)."""
-
-    def __init__(self, ids: list[str], vectors: np.ndarray):
-        self.rows, self.matrix = {i: row for row, i in enumerate(ids)}, vectors
-
-    def vectors(self, ids) -> np.ndarray:
-        return self.matrix[[self.rows[i] for i in ids]]
-
-
 def pooled_texts() -> dict:
     """XQuAD-R's pooled corpus and all its questions: ids and texts, for every configuration to encode."""
     import ir_datasets
@@ -160,12 +149,9 @@ def quality(name: str, pooled: dict, scratch: Path) -> dict | None:
     files = [scratch / f'pooled-{side}-{name}.npy' for side in ('docs', 'queries')]
     if not all(f.is_file() for f in files):
         return None
-    from types import SimpleNamespace
-
-    from pyterrier_hybrid import RankDistance, evaluate_pooled, lareqa_settings
+    from pyterrier_hybrid import PooledVectors, RankDistance, evaluate_pooled, lareqa_settings
     from pyterrier_hybrid.evaluation.measures import AP
-    system = SimpleNamespace(docs=_Vectors(pooled['doc_ids'], np.load(files[0])),
-                             queries=_Vectors(pooled['query_ids'], np.load(files[1])))
+    system = PooledVectors.of(pooled['doc_ids'], np.load(files[0]), pooled['query_ids'], np.load(files[1]))
     perquery = evaluate_pooled({name: system}, lareqa_settings('xquad-r'), [AP, RankDistance])
     perquery = perquery[(perquery['measure'].astype(str) != str(RankDistance)) | (perquery['kind'] == 'Mul')]
     by_setting = perquery.groupby(['kind', 'dataset_id', 'measure'])['value'].mean()  # rank distance: Mul only

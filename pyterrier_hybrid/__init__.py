@@ -40,7 +40,7 @@ _LAZY = {
     'LanguageMeans': '.retrieval.bias', 'LanguageBiasRemoval': '.retrieval.bias',
     'UnknownLanguageError': '.retrieval.bias', 'MissingLanguageError': '.retrieval.bias',
     'BiasGate': '.retrieval.gate', 'QuantizationRefusedError': '.retrieval.gate',
-    'evaluate_pooled': '.evaluation.fast',
+    'evaluate_pooled': '.evaluation.fast', 'PooledVectors': '.evaluation.fast',
     'HybridBatchSampler': '.training.sampler',
     'train': '.training.trainer', 'build_trainer': '.training.trainer',
     'read_recipe': '.training.trainer', 'read_training_record': '.training.trainer',

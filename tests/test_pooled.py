@@ -81,3 +81,16 @@ def test_measures_without_an_exact_fast_path_go_through_pt_experiment(pooled, ev
     merged = reference.merge(values, on=['name', 'dataset_id', 'qid', 'measure'])
     assert len(merged) == len(values) == 149 * 4
     np.testing.assert_allclose(merged['value_x'], merged['value_y'], rtol=0, atol=1e-9)
+
+
+def test_vectors_at_hand_evaluate_as_the_system_they_came_from(pooled):
+    """PooledVectors: what evaluate_pooled reads of a pooled system, from vectors encoded elsewhere."""
+    docnos, doc_vecs, _ = pooled.docs.payload()
+    qids, query_vecs, _ = pooled.queries.payload()
+    at_hand = ph.PooledVectors.of(docnos, np.asarray(doc_vecs), qids, np.asarray(query_vecs))
+    settings = [s for s in ph.lareqa_settings('xquad-r', langs=['de', 'th']) if s.query_lang == 'th']
+    measures = [AP, nDCG @ 10, ph.RankDistance]
+    expected = ph.evaluate_pooled({'tiny': pooled}, settings, measures)
+    pd.testing.assert_frame_equal(ph.evaluate_pooled({'tiny': at_hand}, settings, measures), expected)
+    with pytest.raises(KeyError, match='1 id\\(s\\) have no vector'):
+        at_hand.docs.vectors([docnos[0], 'no-such-doc'])

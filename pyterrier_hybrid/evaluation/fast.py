@@ -8,8 +8,8 @@ It answers only the measures :func:`supports` accepts, and refuses the others ra
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, NamedTuple
 
 import ir_datasets
 import numpy as np
@@ -131,7 +131,7 @@ def evaluate_scores(scores: np.ndarray, docnos: Sequence[str], qids: Sequence[st
                       for measure in eval_metrics], ignore_index=True)
 
 
-def evaluate_pooled(systems: dict[str, PooledDenseRetrieval], settings: list[Setting], eval_metrics,
+def evaluate_pooled(systems: dict[str, PooledDenseRetrieval | PooledVectors], settings: list[Setting], eval_metrics,
                     query_batch: int = 256) -> pd.DataFrame:
     """Exact per-query values of pooled dense systems over full rankings, from score matrices.
 
@@ -156,6 +156,31 @@ def evaluate_pooled(systems: dict[str, PooledDenseRetrieval], settings: list[Set
             values = evaluate_scores(scores, doc_ids, qids, qrels, eval_metrics, query_batch)
             frames.append(values.assign(name=name, **setting._asdict()))
     return pd.concat(frames, ignore_index=True)[['name', 'qid', 'measure', 'value', *Setting._fields]]
+
+
+class VectorsById:
+    """Vectors looked up by id, as :func:`evaluate_pooled` reads them from a pooled system's indexes."""
+
+    def __init__(self, ids: Iterable[str], matrix: np.ndarray):
+        self.rows, self.matrix = pd.Index(list(ids)), matrix
+
+    def vectors(self, ids: Iterable[str]) -> np.ndarray:
+        rows = self.rows.get_indexer(list(ids))
+        if (rows < 0).any():
+            raise KeyError(f'{int((rows < 0).sum())} id(s) have no vector')
+        return self.matrix[rows]
+
+
+class PooledVectors(NamedTuple):
+    """A pooled system for :func:`evaluate_pooled` from vectors at hand (encoded in another process or by another
+    library, or transformed after encoding): what it reads of a :class:`~pyterrier_hybrid.PooledDenseRetrieval`."""
+    docs: VectorsById
+    queries: VectorsById
+
+    @classmethod
+    def of(cls, doc_ids: Iterable[str], doc_vecs: np.ndarray, query_ids: Iterable[str],
+           query_vecs: np.ndarray) -> PooledVectors:
+        return cls(VectorsById(doc_ids, doc_vecs), VectorsById(query_ids, query_vecs))
 
 
 def evaluate_perquery(systems: dict[str, PooledDenseRetrieval], settings: list[Setting],
