@@ -173,3 +173,14 @@ def test_a_mul_only_measure_is_corrected_over_its_mul_tests_alone():
     tests = report.pooled_tests('lareqa/xquad-r').set_index('name')
     assert list(tests['kind']) == ['Mul', 'Mul'] and 0.001 < tests.loc['hybrid', 'p'] < 0.05
     np.testing.assert_allclose(tests['p_corrected'], np.minimum(1, 2 * tests['p']))  # 2 tests, not 6
+
+
+def test_a_lower_is_better_headline_counts_a_decrease_as_better(tmp_path):
+    """Rank distance as the only measure: a model that lowers it is better, in the captions and in blue."""
+    frame = xquad_like()
+    lower = (frame['name'] == 'hybrid') & (frame['measure'] == 'RankDistance') & (frame['kind'] == 'Mul')
+    frame.loc[lower, 'value'] -= np.random.default_rng(2).normal(100, 10, lower.sum())
+    Report(frame, {'lareqa/xquad-r': list(frame['dataset_id'].unique())}, ['RankDistance'], baseline='mE5',
+           correction='holm').write(tmp_path)
+    text = (tmp_path / 'report.md').read_text(encoding='utf-8')
+    assert 'hybrid − mE5: significantly better in 11 and worse in 0 of 11 settings' in text

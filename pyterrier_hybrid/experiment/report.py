@@ -475,6 +475,7 @@ class Report:
         high = max(np.ceil(np.nanmax(values) * 20) / 20, low + 0.05)
         compared = self.compared and self.baseline in grids
         deltas = {name: grid - grids[self.baseline] for name, grid in grids.items()} if compared else {}
+        better_sign = -1 if _lower_is_better(measure) else 1  # blue and "better" mean the same for every measure
         limit = max(0.01, max((np.nanmax(np.abs(d.to_numpy(dtype=float))) for d in deltas.values()), default=0))
         blocks = [Heading(f'{_title(dataset)}: {_label(measure)} per language pair', 3), Text(
             f'Left: {_label(measure)} of each model (rows: query language, columns: document language; the last '
@@ -490,11 +491,12 @@ class Report:
                 tests = self.pair_tests(dataset, measure)
                 tests = tests[tests['name'] == name]
                 marks = tests[tests['significant']].set_index(['query_lang', 'doc_lang']).index
-                better, worse = ((tests['significant'] & (tests['delta'] > 0)).sum(),
-                                 (tests['significant'] & (tests['delta'] < 0)).sum())
+                better, worse = ((tests['significant'] & (better_sign * tests['delta'] > 0)).sum(),
+                                 (tests['significant'] & (better_sign * tests['delta'] < 0)).sum())
                 images.append(self._save(results, _stem('difference', name, self.baseline, dataset), _heatmap(
                     deltas[name], f'{name} − {self.baseline}: {_label(measure)}, {short}',
-                    f'Δ {_label(measure)} ({name} − {self.baseline})', 'RdBu', -limit, limit, '+.2f', marks),
+                    f'Δ {_label(measure)} ({name} − {self.baseline})', 'RdBu' if better_sign > 0 else 'RdBu_r',
+                    -limit, limit, '+.2f', marks),
                     f'{name} − {self.baseline}: significantly better in {better} and worse in {worse} of '
                     f'{len(tests)} settings'))
             blocks.append(Images(images))
