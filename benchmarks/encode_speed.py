@@ -184,7 +184,7 @@ def measure(name: str, model: str, texts_file: Path, batch_size: int, repeats: i
            'seconds': round(best, 2), 'seconds_all': [round(t, 2) for t in times], 'load_s': round(load_s, 1),
            'threads': torch.get_num_threads(), 'batch_size': batch_size,
            'peak_rss_mb': round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-           'versions': versions()}
+           'versions': versions(), 'measured_at': time.strftime('%Y-%m-%d %H:%M')}  # --only merges runs
     if pooled_file is not None:  # after the timing, for the parent to score
         pooled = json.loads(pooled_file.read_text())
         np.save(texts_file.parent / f'pooled-docs-{name}.npy', encode(pooled['docs']))

@@ -131,6 +131,9 @@ def test_torch_int8_is_gated_like_the_exports(checkpoint, monkeypatch):
     monkeypatch.setattr(backends, 'quantize_torch', _permute_embeddings)  # a quantisation that ranks otherwise
     with pytest.raises(QuantizationRefusedError, match=r'Mul AP fp32 0\.\d{4}, int8 0\.\d{4}'):
         HybridEncoder.from_pretrained(checkpoint, device='cpu', quantize=True, gate=SMALL_GATE)
+    monkeypatch.setattr(SMALL_GATE.__class__, 'figures', lambda *a: pytest.fail('measured again'))
+    with pytest.raises(QuantizationRefusedError):  # the refusal was stored with its figures
+        HybridEncoder.from_pretrained(checkpoint, device='cpu', quantize=True, gate=SMALL_GATE)
 
 
 @needs_onnx

@@ -233,8 +233,8 @@ def load_backend(encoder, calibration: Sequence[str] | None = None, gate=None) -
     """Move a freshly loaded fp32 torch ``encoder`` to its ``backend``, int8 when ``encoder.quantized``.
 
     An int8 model is measured against the torch fp32 model by ``gate`` the first time (the figures are stored
-    beside it with the checkpoint digest, so later loads of the same checkpoint only re-apply the tolerances) and
-    refused with :class:`QuantizationRefusedError` when it ranks differently."""
+    beside it with the checkpoint digest, accepted or not, so later loads of the same checkpoint only re-apply the
+    tolerances) and refused with :class:`QuantizationRefusedError` when it ranks differently."""
     from .gate import BiasGate
     model, name, backend = encoder.model, encoder.model_name, encoder.backend
     if not encoder.quantized:
@@ -254,10 +254,9 @@ def load_backend(encoder, calibration: Sequence[str] | None = None, gate=None) -
     if record is None or record['sample'] != gate.record({}, {})['sample'] or record.get('checkpoint') != checkpoint:
         fp32 = gate.figures(encoder)
         to_int8()
-        int8 = gate.figures(encoder)
-        gate.check(fp32, int8)
-        record = {**gate.record(fp32, int8), 'checkpoint': checkpoint}
+        record = {**gate.record(fp32, gate.figures(encoder)), 'checkpoint': checkpoint}
         write_atomically(verdict, lambda tmp: tmp.write_text(json.dumps(record, indent=1), encoding='utf-8'))
+        gate.check(record['fp32'], record['int8'])  # a refusal is remembered too: the next load refuses at once
     else:
         gate.check(record['fp32'], record['int8'])
         to_int8()
