@@ -41,9 +41,13 @@ def checkpoint_digest(name_or_path: str | os.PathLike) -> str:
 
 
 def hub_commit(repo_id: str) -> str:
-    """The commit of the Hub cache's snapshot of ``repo_id`` at ``main`` (no network), or ``'main'``."""
+    """The commit of the Hub cache's snapshot of ``repo_id`` at ``main`` (no network), or ``'main'`` (nothing
+    cached, or a name that is no Hub id, such as a missing local path: whoever loads it says so)."""
     from huggingface_hub import try_to_load_from_cache
-    cached = try_to_load_from_cache(repo_id, 'config.json')
+    try:
+        cached = try_to_load_from_cache(repo_id, 'config.json')
+    except ValueError:  # huggingface_hub's HFValidationError: not a repo id
+        return 'main'
     return Path(cached).parent.name if isinstance(cached, str) else 'main'
 
 

@@ -119,6 +119,7 @@ def test_a_hub_id_is_known_by_the_commit_its_cached_snapshot_resolves_to(tmp_pat
         seen.append((checkpoint_digest('org/encoder'), backends.export_dir('org/encoder', 'onnx')))
     assert len(set(seen)) == 3 and len({directory for _, directory in seen}) == 3
     assert checkpoint_digest('org/encoder') == seen[-1][0]  # stable while the commit is
+    assert checkpoint_digest('/no/such/checkpoint') != checkpoint_digest('/no/such/other')  # no Hub id: by name
 
 
 def test_torch_int8_is_gated_like_the_exports(checkpoint, monkeypatch):
