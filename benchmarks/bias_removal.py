@@ -24,6 +24,7 @@ from lareqa_table import HERE, offline_model
 
 import pyterrier_hybrid as ph
 from pyterrier_hybrid.atomic import write_atomically
+from pyterrier_hybrid.evaluation.measures import mul_only
 
 COLLECTION = 'xquad-r'
 MEASURES = [AP, nDCG @ 10, ph.RankDistance]
@@ -81,7 +82,7 @@ def main() -> None:
 
     table = ph.macro_average_perquery(pd.concat(rows, ignore_index=True))
     columns = [(str(m), kind) for m in MEASURES for kind in ('Mo', 'Cr', 'Mul')
-               if (str(m), kind) in table.columns and (m is not ph.RankDistance or kind == 'Mul')]  # Mo, Cr: 0
+               if (str(m), kind) in table.columns and (not mul_only(m) or kind == 'Mul')]
     table = table.reindex(index=list(reprs), columns=columns)
     table.columns = [f'{measure} {kind}' for measure, kind in columns]
     results = {

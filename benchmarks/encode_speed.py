@@ -150,11 +150,11 @@ def quality(name: str, pooled: dict, scratch: Path) -> dict | None:
     if not all(f.is_file() for f in files):
         return None
     from pyterrier_hybrid import PooledVectors, RankDistance, evaluate_pooled, lareqa_settings
-    from pyterrier_hybrid.evaluation.measures import AP
+    from pyterrier_hybrid.evaluation.measures import AP, mul_only
     system = PooledVectors.of(pooled['doc_ids'], np.load(files[0]), pooled['query_ids'], np.load(files[1]))
     perquery = evaluate_pooled({name: system}, lareqa_settings('xquad-r'), [AP, RankDistance])
-    perquery = perquery[(perquery['measure'].astype(str) != str(RankDistance)) | (perquery['kind'] == 'Mul')]
-    by_setting = perquery.groupby(['kind', 'dataset_id', 'measure'])['value'].mean()  # rank distance: Mul only
+    perquery = perquery[~perquery['measure'].map(mul_only) | (perquery['kind'] == 'Mul')]
+    by_setting = perquery.groupby(['kind', 'dataset_id', 'measure'])['value'].mean()
     by_setting.rename('value').reset_index().assign(configuration=name).to_csv(
         scratch / f'settings-{name}.csv', index=False)
     by_kind = by_setting.groupby(['kind', 'measure']).mean()

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pyterrier_hybrid as ph
+from pyterrier_hybrid.evaluation.measures import mul_only
 
 HERE = Path(__file__).resolve().parent
 
@@ -79,7 +80,7 @@ def main() -> None:
         stem = out / f'lareqa_{collection}_{name}'
         results.to_csv(f'{stem}.settings.csv', index=False)
         table = ph.macro_average(results, measures=[ph.DEFAULT_MEASURES[1], *ph.DEFAULT_MEASURES[::2], ph.RankDistance])
-        table = table.drop(columns=[('RankDistance', 'Mo'), ('RankDistance', 'Cr')])  # one relevant document: 0
+        table = table.drop(columns=[(m, kind) for m, kind in table.columns if mul_only(m) and kind != 'Mul'])
         table.to_csv(f'{stem}.table.csv')
         Path(f'{stem}.table.md').write_text(table.round(4).to_markdown() + '\n')
         meta = {'model': model, 'collection': collection, 'quantize': args.quantize, 'batch_size': args.batch_size,

@@ -23,6 +23,7 @@ from transformers import TrainerCallback
 
 import pyterrier_hybrid as ph
 from pyterrier_hybrid.atomic import write_atomically
+from pyterrier_hybrid.evaluation.measures import mul_only
 from pyterrier_hybrid.experiment.runner import ExperimentRunner
 
 EXPERIMENT = HERE.parent / 'examples' / 'strategy_study.yaml'
@@ -79,7 +80,7 @@ def tests(perquery: pd.DataFrame) -> pd.DataFrame:
     for i, baseline in enumerate(names[:-1]):
         for measure in ('AP', 'RankDistance'):
             frame = perquery[perquery['name'].isin(names[i:])]
-            if measure == 'RankDistance':  # tested and corrected in Mul alone (0 by construction in Mo and Cr)
+            if mul_only(measure):  # tested and corrected in Mul alone
                 frame = frame[frame['kind'] == 'Mul']
             rows.append(ph.paired_tests(frame, baseline=baseline, measure=measure).assign(measure=measure))
     return pd.concat(rows, ignore_index=True)

@@ -66,6 +66,12 @@ if RankDistance.NAME not in measures.registry:  # a re-imported module must not 
     measures.register(RankDistance)
 
 
+def mul_only(measure: Any) -> bool:
+    """Whether a measure (object or name) is only meaningful in Mul: rank distance needs relevant documents in
+    several languages, so in Mo and Cr it is 0 by construction and belongs in no table, mean or test there."""
+    return str(measure).startswith(RankDistance.NAME)
+
+
 def parse_measure(name: Any) -> measures.Measure:
     """An ir_measures measure from its name (``AP``, ``nDCG@10``, ``RankDistance@100``), with a helpful error."""
     if not isinstance(name, str):

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from pyterrier_hybrid.atomic import write_atomically
+from pyterrier_hybrid.evaluation.measures import mul_only
 from pyterrier_hybrid.evaluation.settings import ALL_LANGUAGES, KINDS
 from pyterrier_hybrid.evaluation.statistics import pair_tests, paired_tests, seed_summary
 
@@ -35,21 +36,16 @@ TITLES = {'lareqa/xquad-r': 'XQuAD-R', 'lareqa/mlqa-r': 'MLQA-R'}
 ALPHA = 0.05
 
 
-def _mul_only(measure: str) -> bool:
-    """Rank distance needs relevant documents in several languages: it is 0 by construction in Mo and Cr."""
-    return measure.startswith('RankDistance')
-
-
 def _label(measure: str) -> str:
     return measure.replace('RankDistance', 'rank distance')
 
 
 def _decimals(measure: str) -> int:
-    return 1 if _mul_only(measure) else 3
+    return 1 if mul_only(measure) else 3
 
 
 def _lower_is_better(measure: str) -> bool:
-    return _mul_only(measure)
+    return mul_only(measure)
 
 
 def _short(dataset: str) -> str:
@@ -277,8 +273,8 @@ class Report:
         if not measures:
             raise ValueError('a report needs at least one measure, e.g. nDCG@10')
         headline = HEADLINE if HEADLINE in measures else measures[0]
-        self.measure_order = [headline] + [m for m in measures if m != headline and not _mul_only(m)] + \
-                             [m for m in measures if m != headline and _mul_only(m)]
+        self.measure_order = [headline] + [m for m in measures if m != headline and not mul_only(m)] + \
+                             [m for m in measures if m != headline and mul_only(m)]
         self.headline = headline
 
     @property
@@ -299,7 +295,7 @@ class Report:
         """Long Mo / Cr / Mul table (``name, measure, kind, mean, std, seeds``); Mul-only measures only for Mul."""
         table = seed_summary(self.of(dataset))
         table = table[table['measure'].isin(self.measure_order) & (table['kind'].eq('Mul') | ~table['measure'].map(
-            _mul_only))]
+            mul_only))]
         return self._sorted(table, ['name', 'measure', 'kind'])
 
     def _sorted(self, frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
@@ -315,7 +311,7 @@ class Report:
             frames = []
             for measure in self.measure_order:
                 frame = self.of(dataset)
-                if _mul_only(measure):  # tested (and corrected) in Mul alone: in Mo and Cr it is 0 by construction
+                if mul_only(measure):  # tested (and corrected) in Mul alone: in Mo and Cr it is 0 by construction
                     frame = frame[frame['kind'] == 'Mul']
                     if frame.empty:  # a data set without Mul settings (one Cr pair, say)
                         continue
@@ -332,7 +328,7 @@ class Report:
         key = ('pairs', dataset, measure)
         if key not in self._tests:
             frame = self.of(dataset)
-            if _mul_only(measure):
+            if mul_only(measure):
                 frame = frame[frame['kind'] == 'Mul']
             frame = frame[frame['measure'] == measure]
             # a Mul-only measure on a data set without Mul settings (one Cr pair, say) has nothing to test
@@ -503,7 +499,7 @@ class Report:
         return blocks
 
     def _rank_distance(self, dataset: str, results: Path) -> list:
-        measure = next((m for m in self.measure_order if _mul_only(m)), None)
+        measure = next((m for m in self.measure_order if mul_only(m)), None)
         frame = self.of(dataset)
         frame = frame[(frame['measure'] == measure) & (frame['kind'] == 'Mul')]
         if measure is None or frame.empty:
