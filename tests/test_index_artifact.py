@@ -52,8 +52,8 @@ def local_hub(tmp_path, monkeypatch):
 def test_to_hf_and_from_hf_round_trip_a_dense_index(tmp_path, local_hub):
     corpus = random_corpus(n=200)
     index = DenseIndex(tmp_path / 'xquad.index')
-    index._encoder_metadata = {'model': 'intfloat/multilingual-e5-small', 'dimension': 16, 'similarity': 'cosine'}
-    index.indexer().index(corpus)
+    index.indexer(encoder_metadata={'model': 'intfloat/multilingual-e5-small', 'dimension': 16,
+                                    'similarity': 'cosine'}).index(corpus)
     index.to_hf('org/xquad-r.hybrid_flex')
     assert {'artifact.tar.lz4', 'artifact.tar.lz4.json', 'README.md'} <= {
         p.name for p in (local_hub / 'org' / 'xquad-r.hybrid_flex' / 'main').iterdir()}

@@ -91,8 +91,7 @@ def build_index(index: DenseIndex, encode: pt.Transformer, records: Callable[[],
 
 def _encode_into(index: DenseIndex, encode: pt.Transformer, records: Iterable[dict], encoder_metadata: dict,
                  mode: str, batch_size: int) -> None:
-    index._encoder_metadata = encoder_metadata
-    (encode >> index.indexer(mode=mode)).index(records, batch_size=batch_size)
+    (encode >> index.indexer(mode=mode, encoder_metadata=encoder_metadata)).index(records, batch_size=batch_size)
 
 
 def _chain(first: dict, rest: Iterable[dict]) -> Iterable[dict]:

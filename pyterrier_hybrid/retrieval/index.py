@@ -140,7 +140,11 @@ class DenseIndex(FlexIndex):
 
     # --- building --------------------------------------------------------------------------------------------
 
-    def indexer(self, *, mode: str = 'create') -> pt.Indexer:
+    def indexer(self, *, mode: str = 'create', encoder_metadata: dict | None = None) -> pt.Indexer:
+        """Builds the index (``mode``: ``'create'`` or ``'overwrite'``), recording ``encoder_metadata`` (default:
+        the encoder bound by ``encoder >> index``) for vectors that arrive already encoded."""
+        if encoder_metadata is not None:
+            self._encoder_metadata = encoder_metadata
         return AtomicIndexer(self, mode=mode)
 
     @classmethod
@@ -157,9 +161,9 @@ class DenseIndex(FlexIndex):
                                                f'{shards[0].index_path}; shards must share one encoder')
         streams = [s.get_corpus_iter(verbose=False) for s in shards]
         merged = cls(path)
-        merged._encoder_metadata = shards[0].encoder_metadata
         interleaved = (doc for group in itertools.zip_longest(*streams) for doc in group if doc is not None)
-        merged.indexer(mode=mode).index({'docno': d['docno'], 'doc_vec': d['doc_vec']} for d in interleaved)
+        merged.indexer(mode=mode, encoder_metadata=shards[0].encoder_metadata).index(
+            {'docno': d['docno'], 'doc_vec': d['doc_vec']} for d in interleaved)
         return merged
 
     def _forget_files(self) -> None:

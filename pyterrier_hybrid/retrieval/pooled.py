@@ -98,8 +98,7 @@ class PooledDenseRetrieval:
             metadata = {**self.docs.encoder_metadata, 'bias_removal': {**options, 'means': means.digest}}
             for target, ids, vectors, langs, side in [(docs, doc_ids, doc_vecs, doc_langs, 'doc'),
                                                       (queries, query_ids, query_vecs, query_langs, 'query')]:
-                target._encoder_metadata = metadata
-                target.indexer(mode='overwrite').index(
+                target.indexer(mode='overwrite', encoder_metadata=metadata).index(
                     {'docno': i, 'doc_vec': v} for i, v in zip(ids, removal.apply(vectors, langs, side)))
         debiased = copy.copy(self)  # the same encoder and data set, other vectors
         debiased.docs, debiased.queries = docs, queries
