@@ -1,18 +1,19 @@
 """Multilingual encoders vs artificial code-switching (ACS), zero-shot in both directions (Mo / Cr / Mul).
 
-Usage: python benchmarks/acs_comparison.py
+Usage: python benchmarks/acs_comparison.py [FILE ...] [--out STEM]
 
 Runs examples/acs_vs_multilingual.yaml (train on MLQA-R, evaluate on XQuAD-R) and
-examples/acs_vs_multilingual_reverse.yaml (train on XQuAD-R, evaluate on MLQA-R) with the package's experiment
-runner (everything cached under examples/runs/, so a second call only re-tabulates), then writes
-benchmarks/results/acs_comparison.md and acs_comparison.tests.csv: nDCG@10 (the headline), AP, R@100 and rank
-distance per model and direction, as mean +- std over the files' seeds; the same for the settings whose languages
-were all seen in training, those that add only languages a lexicon covers (ar, de, el, es, hi, ru, tr), and those
-with a language neither covers; and paired t-tests over (setting, query) pairs (seeds averaged per query),
-Holm-corrected together, for the comparisons the research question asks about.
+examples/acs_vs_multilingual_reverse.yaml (train on XQuAD-R, evaluate on MLQA-R), or the experiment files given,
+with the package's experiment runner (everything cached under each file's output folder, so a second call only
+re-tabulates), then writes benchmarks/results/STEM.md and STEM.tests.csv (STEM: acs_comparison): nDCG@10 (the
+headline), AP, R@100 and rank distance per model and direction, as mean +- std over the files' seeds; the same for
+the settings whose languages were all seen in training, those that add only languages a lexicon covers (ar, de, el,
+es, hi, ru, tr), and those with a language neither covers; and paired t-tests over (setting, query) pairs (seeds
+averaged per query), Holm-corrected together, for the comparisons the research question asks about.
 """
 from __future__ import annotations
 
+import argparse
 import logging
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from pyterrier_hybrid.training.trainer import load_training_data
 
 HERE = Path(__file__).resolve().parent
 EXAMPLES = HERE.parent / 'examples'
-DIRECTIONS = {'MLQA-R -> XQuAD-R': 'acs_vs_multilingual.yaml', 'XQuAD-R -> MLQA-R': 'acs_vs_multilingual_reverse.yaml'}
+FILES = [EXAMPLES / 'acs_vs_multilingual.yaml', EXAMPLES / 'acs_vs_multilingual_reverse.yaml']
 LEXICON_LANGS = {'ar', 'de', 'el', 'es', 'hi', 'ru', 'tr'}  # ../shared/data/lexicons: en-{ar,de,el,es,hi,ru,tr}
 # (system, baseline): what each comparison asks
 COMPARISONS = [
@@ -38,6 +39,16 @@ COMPARISONS = [
     ('MiniLM+ACS', 'mE5'),        # monolingual + ACS vs multilingual pre-training
 ]
 MEASURES = ['nDCG@10', 'AP', 'R@100']
+
+
+def direction(spec) -> str:
+    """What a file compares: its trained models' data, then the data sets they are evaluated on."""
+    return f'{training_data(spec)} -> {", ".join(spec.datasets)}'
+
+
+def training_data(spec) -> str:
+    """The data set the file's trained models learn from (one per file)."""
+    return next(m.data for m in spec.models.values() if m.recipe)
 
 
 def coverage(query_lang: str, doc_lang: str, trained: set[str]) -> str:
@@ -91,7 +102,7 @@ def recipes(spec) -> list[str]:
             lines.append(f'* {model.name}: {model.data}, {r.strategy}, {r.steps} steps x batch {r.batch_size}, '
                          f'max length {r.max_length}, lr {r.learning_rate}, temperature {r.temperature}, frozen '
                          f'embeddings {r.freeze_embeddings}, code-switching {r.code_switching is not None}, '
-                         f'seeds {spec.seeds}')
+                         f'seeds {spec.seeds or [r.seed]}')
     return lines
 
 
@@ -99,26 +110,31 @@ def main() -> None:
     from statsmodels.stats.multitest import multipletests
 
     from pyterrier_hybrid.atomic import write_atomically
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('files', nargs='*', default=FILES, help='experiment files (default: both directions)')
+    parser.add_argument('--out', default='acs_comparison', help='stem of the files written to benchmarks/results/')
+    args = parser.parse_args()
     out = HERE / 'results'
     all_tests, lines = [], []
-    for direction, name in DIRECTIONS.items():
-        spec = ph.load_experiment(EXAMPLES / name)
-        trained = set(ph.lareqa.COLLECTIONS[next(m.data for m in spec.models.values() if m.recipe).split('/')[1]])
-        lines += [f'{direction} ({name}):', '', *recipes(spec), f'* switching: {switch_report(spec)}', '']
+    for file in args.files:
+        spec = ph.load_experiment(file)
+        trained = set(ph.lareqa.COLLECTIONS[training_data(spec).split('/')[1]])
+        lines += [f'{direction(spec)} ({Path(file).name}):', '', *recipes(spec),
+                  f'* switching: {switch_report(spec)}', '']
         perquery = perquery_of(spec)
         perquery['languages'] = [coverage(q, d, trained) for q, d in zip(perquery['query_lang'], perquery['doc_lang'])]
         for subset, frame in [('all languages', perquery), *perquery.groupby('languages')]:
-            lines += [f'### {direction}, {subset}', '', summary_markdown(spec, frame), '']
-        all_tests.append(tests(perquery).assign(direction=direction))
+            lines += [f'### {direction(spec)}, {subset}', '', summary_markdown(spec, frame), '']
+        all_tests.append(tests(perquery).assign(direction=direction(spec)))
     significance = pd.concat(all_tests, ignore_index=True)
     reject, corrected, _, _ = multipletests(significance['p'], method='holm')
     significance = significance.assign(p_holm=corrected, significant=reject)
-    write_atomically(out / 'acs_comparison.tests.csv', lambda tmp: significance.to_csv(tmp, index=False))
+    write_atomically(out / f'{args.out}.tests.csv', lambda tmp: significance.to_csv(tmp, index=False))
     lines += [f'### Paired t-tests over (setting, query) pairs (seeds averaged per query), Holm-corrected over all '
               f'{len(significance)} rows', '',
               significance[['direction', 'measure', 'kind', 'name', 'baseline', 'mean', 'baseline_mean', 'delta',
                             'p_holm', 'significant']].round(4).to_markdown(index=False), '']
-    write_atomically(out / 'acs_comparison.md', lambda tmp: tmp.write_text('\n'.join(lines)))
+    write_atomically(out / f'{args.out}.md', lambda tmp: tmp.write_text('\n'.join(lines)))
     print('\n'.join(lines))
 
 
