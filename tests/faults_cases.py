@@ -442,7 +442,7 @@ YAML_CASES = [
              r"correction: unknown correction 'magic'; valid: holm, bonferroni"),
     YamlCase('run-depth-negative', _HEAD + 'run_depth: -1\n', r"run_depth: run_depth is a number of documents >= 0"),
     YamlCase('pretrained-and-train', 'name: x\nmodels: {a: {pretrained: m, train: {}}}\ndatasets: [lareqa/xquad-r]\n',
-             r"models\.a: a model has exactly one of pretrained: \(a Hub id or path\) or train:"),
+             r"models\.a: a model has exactly one of pretrained: \(a Hub id or path\), train: \{\.\.\.\} or model:"),
     YamlCase('missing-name', 'models: {a: {pretrained: m}}\ndatasets: [lareqa/xquad-r]\n',
              r"exp\.yaml:1: top: missing required key 'name'"),
     YamlCase('not-a-mapping', '- name: x\n', r"top: an experiment file is a mapping with name, models, datasets"),

@@ -88,10 +88,36 @@ VALID = '''
     ('name: x\nmodels:\n  a: {pretrained: m}\n  b: {train: {base: a, data: missing.jsonl}}\n'
      'datasets: [lareqa/xquad-r]\n',
      r"exp.yaml:4: models.b.train.data: training data 'missing.jsonl' is neither a JSONL file"),
+    ('name: x\nmodels:\n  a: {pretrained: m}\n  b: {model: c}\ndatasets: [lareqa/xquad-r]\n',
+     r"exp.yaml:4: models.b.model: model names an entry with pretrained: or train:, not 'c'; valid: a$"),
+    ('name: x\nmodels:\n  a: {pretrained: m}\n  b: {model: a}\n  c: {model: b}\ndatasets: [lareqa/xquad-r]\n',
+     r"exp.yaml:5: models.c.model: model names an entry with pretrained: or train:, not 'b'; valid: a$"),
+    ('name: x\nmodels:\n  a: {pretrained: m}\n  b: {model: a, pretrained: m}\ndatasets: [lareqa/xquad-r]\n',
+     r"exp.yaml:4: models.b: a model has exactly one of pretrained: \(a Hub id or path\), train: \{...\} or model:"),
 ])
 def test_validator_reports_location_and_choices(tmp_path, broken, expected):
     with pytest.raises(ExperimentError, match=expected):
         load_experiment(write(tmp_path, broken))
+
+
+def test_a_model_entry_uses_the_checkpoint_and_encoding_of_the_entry_it_names(tmp_path):
+    spec = load_experiment(write(tmp_path, 'name: x\nseeds: [1, 2]\nmodels:\n  a: {pretrained: m}\n'
+                                           '  b: {train: {base: a, data: lareqa/mlqa-r, steps: 2}}\n'
+                                           '  b-centred: {model: b, bias_removal: {method: centre}}\n'
+                                           '  b-int8: {model: b, quantize: true}\n  a-centred: {model: a}\n'
+                                           'datasets: [lareqa/xquad-r]\n'))
+    variants = {(v.name, v.seed): v for v in spec.variants()}
+    assert set(variants) == {('a', None), ('a-centred', None), *((n, s) for n in ('b', 'b-centred', 'b-int8')
+                                                                  for s in (1, 2))}
+    assert variants['a-centred', None].key == variants['a', None].key
+    for seed in (1, 2):
+        b, centred, int8 = (variants[name, seed] for name in ('b', 'b-centred', 'b-int8'))
+        assert b.trains and not centred.trains and not int8.trains  # trained once, as b
+        assert centred.recipe == int8.recipe == b.recipe and centred.base == b.base
+        assert centred.key == int8.key == b.key == f'b-seed{seed}-{b.digest()[:12]}'
+        assert centred.encoding_key == b.encoding_key and int8.encoding_key == f'{b.key}-int8'
+        assert centred.system_key == f'{b.encoding_key}-{centred.removal_key}'
+    assert variants['b', 1].key != variants['b', 2].key
 
 
 def test_unset_variables_are_named_with_their_line(tmp_path, monkeypatch):

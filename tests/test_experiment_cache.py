@@ -187,7 +187,7 @@ def test_bias_removal_is_applied_to_the_stored_encoding(tiny_model, tmp_path, la
         name: debias
         models:
           raw: {{pretrained: {tiny_model}}}
-          centred: {{pretrained: {tiny_model}, bias_removal: {{method: centre}}}}
+          centred: {{model: raw, bias_removal: {{method: centre}}}}
         datasets: [lareqa/xquad-r/de]
         measures: [AP, RankDistance]
         run_depth: 0
@@ -198,6 +198,7 @@ def test_bias_removal_is_applied_to_the_stored_encoding(tiny_model, tmp_path, la
     values = runner.evaluate().pivot_table(index='qid', columns=['name', 'measure'], values='value')
     encodings = tmp_path / 'runs' / 'debias' / 'encodings'
     assert not values['centred'].equals(values['raw']), 'bias removal changed nothing'
+    assert [p.name for p in encodings.iterdir()] == [spec.models['raw'].encoding_key]  # one encoding, shared
     # the stored vectors are LanguageBiasRemoval's, with the means fitted on the whole pooled encoding
     centred = spec.models['centred']
     folder = encodings / centred.encoding_key / 'lareqa__xquad-r__de' / centred.removal_key

@@ -7,8 +7,8 @@ must be trained, encodes each corpus once per model, evaluates, compares and dra
     output: runs/paper-table          # relative to this file; default runs/<name>; $VARS are expanded
     models:
       mE5: {pretrained: intfloat/multilingual-e5-small}
-      mE5-debiased:                   # the same encoding, each language's mean removed (LanguageBiasRemoval)
-        pretrained: intfloat/multilingual-e5-small
+      mE5-debiased:                   # mE5's checkpoint and encoding, each language's mean removed
+        model: mE5                    # (LanguageBiasRemoval); model: shares another entry's cache
         bias_removal: {method: centre}  # or project (k: 3), centre+project; query_means: queries
       hybrid:
         train: {base: mE5, data: lareqa/mlqa-r, strategy: hybrid, alpha: 0.5, steps: 1000, batch_size: 32}
@@ -52,7 +52,7 @@ from pyterrier_hybrid.evaluation.measures import parse_measure
 from pyterrier_hybrid.evaluation.settings import KINDS
 from pyterrier_hybrid.training.recipe import Recipe, RecipeError
 
-MODEL_KEYS = {'pretrained', 'train', 'batch_size', 'quantize', 'bias_removal'}
+MODEL_KEYS = {'pretrained', 'train', 'model', 'batch_size', 'quantize', 'bias_removal'}
 TOP_KEYS = {'name', 'output', 'models', 'seeds', 'datasets', 'settings', 'languages', 'measures', 'baseline',
             'correction', 'run_depth'}
 CORRECTIONS = ('holm', 'bonferroni', 'fdr_bh', 'sidak', 'none')
@@ -74,11 +74,18 @@ class ModelSpec:
     quantize: bool = False
     # LanguageBiasRemoval's options (method, k, query_means), applied to the encoding: ((name, value), ...)
     bias_removal: tuple[tuple[str, Any], ...] | None = None
+    # ``model: NAME`` in the file: the entry whose checkpoint (trained once) and encodings this one uses
+    same_as: str | None = None
 
     @property
     def seed(self) -> int | None:
         """The training seed (None for a pretrained model)."""
         return None if self.recipe is None else self.recipe.seed
+
+    @property
+    def trains(self) -> bool:
+        """Whether the entry has a checkpoint of its own to train (a ``model: NAME`` entry uses NAME's)."""
+        return self.recipe is not None and self.same_as is None
 
     @property
     def label(self) -> str:
@@ -108,8 +115,10 @@ class ModelSpec:
 
     @property
     def key(self) -> str:
-        """The trained model's cache key: a readable prefix (name, seed) and :meth:`digest`."""
-        prefix = self.name if self.recipe is None else f'{self.name}-seed{self.seed}'
+        """The trained model's cache key: a readable prefix (name, seed) and :meth:`digest`; an entry that is
+        ``model: NAME`` keys by that name, so both find one checkpoint and one encoding."""
+        name = self.same_as or self.name
+        prefix = name if self.recipe is None else f'{name}-seed{self.seed}'
         return f'{prefix}-{self.digest()[:12]}'
 
     @property
@@ -337,10 +346,18 @@ def _validate(raw: Any, problems: list, base: Path) -> ExperimentSpec | None:
 def _validate_model(name: Any, model: Any, all_models: Mapping, problems: list, base: Path,
                     seeds: list | None) -> ModelSpec | None:
     where = ('models', name)
-    if not isinstance(model, dict) or ('pretrained' in model) == ('train' in model):
-        problems.append((where, 'a model has exactly one of pretrained: (a Hub id or path) or train: {...}'))
+    if not isinstance(model, dict) or sum(key in model for key in ('pretrained', 'train', 'model')) != 1:
+        problems.append((where, 'a model has exactly one of pretrained: (a Hub id or path), train: {...} or model: '
+                                '(another entry, used with other encoding options)'))
         return None
     _unknown_keys(model, MODEL_KEYS, where, problems)
+    same_as = model.get('model')
+    if same_as is not None:
+        target = all_models.get(same_as) if isinstance(same_as, str) else None
+        if not isinstance(target, dict) or 'model' in target:
+            valid = ', '.join(str(n) for n, m in all_models.items() if isinstance(m, dict) and 'model' not in m)
+            problems.append((where + ('model',), f'model names an entry with pretrained: or train:, not {same_as!r}; '
+                                                 f'valid: {valid}'))
     batch_size, quantize = model.get('batch_size', 32), model.get('quantize', False)
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         problems.append((where + ('batch_size',), f'batch_size is a positive integer, not {batch_size!r}'))
@@ -382,7 +399,7 @@ def _validate_model(name: Any, model: Any, all_models: Mapping, problems: list, 
         except RecipeError as error:
             problems.append((where + ('train', *error.field.split('.')), error.message))
     return ModelSpec(name=name, pretrained=pretrained, base=(train or {}).get('base'), data=data, recipe=recipe,
-                     batch_size=batch_size, quantize=quantize,
+                     batch_size=batch_size, quantize=quantize, same_as=same_as,
                      bias_removal=_bias_removal(model.get('bias_removal'), where + ('bias_removal',), problems))
 
 
@@ -430,12 +447,17 @@ def _check_cycles(models: Mapping[Any, ModelSpec | None], problems: list) -> Non
 
 
 def _resolve_bases(models: Mapping[str, ModelSpec]) -> dict[str, ModelSpec]:
-    """Replace each base that names a model of the experiment by that model's spec."""
+    """Replace each base that names a model of the experiment by that model's spec, and give each ``model: NAME``
+    entry that model's checkpoint (pretrained or trained) with its own encoding options."""
     resolved: dict[str, ModelSpec] = {}
 
     def resolve(name: str) -> ModelSpec:
         if name not in resolved:
             model = models[name]
+            if model.same_as is not None:
+                what = resolve(model.same_as)
+                model = dataclasses.replace(model, pretrained=what.pretrained, base=what.base, data=what.data,
+                                            recipe=what.recipe)
             base = resolve(model.base) if model.base in models else model.base
             resolved[name] = dataclasses.replace(model, base=base)
         return resolved[name]

@@ -174,7 +174,7 @@ class ExperimentRunner:
         """Train (bases first), then evaluate every model on every data set, logging ``[stage/stages]`` lines;
         returns the per-query values of all of them (:data:`PERQUERY_COLUMNS`)."""
         variants = self.spec.variants()
-        trained = sorted((v for v in variants if v.recipe is not None), key=_depth)
+        trained = sorted((v for v in variants if v.trains), key=_depth)
         stages = len(trained) + len(variants) * len(self.spec.datasets)
         stage = itertools.count(1)
         for model in trained:
@@ -205,7 +205,7 @@ class ExperimentRunner:
         """Each trained checkpoint's model card gets its own Mo / Cr / Mul table from this experiment."""
         from pyterrier_hybrid.evaluation.statistics import macro_average_perquery
         from pyterrier_hybrid.training.trainer import add_model_card_results
-        for model in (v for v in self.spec.variants() if v.recipe is not None):
+        for model in (v for v in self.spec.variants() if v.trains):
             own = perquery[(perquery['name'] == model.name) & (perquery['seed'] == model.seed).fillna(False)]
             tables = []
             for dataset, setting_ids in datasets.items():
