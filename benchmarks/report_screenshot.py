@@ -3,7 +3,7 @@
 Usage: python benchmarks/report_screenshot.py [--out DIR]
 
 The per-query values are train_strategies.py's (XQuAD-R, 11 languages, 132 settings; mE5-small untrained and
-fine-tuned with X-X-mono, X-Y and hybrid batches, three seeds each), renamed to an experiment's columns (name, seed).
+fine-tuned with X-X-mono, X-Y and hybrid batches, three seeds each).
 The report is written to DIR (default: a temporary folder) and Debian's chromium takes a 1400 x 4000 screenshot of
 report.html, saved to benchmarks/results/report_screenshot.png (reduced to a 256-colour palette to stay small).
 """
@@ -27,14 +27,12 @@ HERE = Path(__file__).resolve().parent
 #: train_strategies.py's budget (benchmarks/results/train_strategies.md).
 BUDGET = {'steps': 40, 'batch_size': 16, 'max_length': 64, 'learning_rate': 5e-05, 'temperature': 0.01,
           'freeze_embeddings': True}
+STRATEGIES = ('xx-mono', 'xy', 'hybrid')
 
 
 def perquery() -> pd.DataFrame:
-    frame = pd.read_csv(HERE / 'results' / 'train_strategies.perquery.csv.gz', dtype={'qid': str})
-    name, _, seed = frame['name'].str.rpartition('-s').to_numpy().T
-    trained = frame['name'] != 'untrained'
-    return frame.assign(name=pd.Series(name, index=frame.index).where(trained, 'mE5'),
-                        seed=pd.Series(seed, index=frame.index).where(trained).astype('Int64'))
+    frame = pd.read_csv(HERE / 'results' / 'train_strategies.perquery.csv.gz', dtype={'qid': str, 'seed': 'Int64'})
+    return frame[frame['name'].isin(['mE5', *STRATEGIES])]
 
 
 def screenshot(html: Path, png: Path) -> None:
@@ -56,7 +54,7 @@ def main() -> None:
     frame = perquery()
     models = [ModelSpec('mE5', pretrained='intfloat/multilingual-e5-small')] + [
         ModelSpec(s, base='mE5', data='lareqa/mlqa-r', recipe=Recipe(strategy=s, **BUDGET))
-        for s in ('xx-mono', 'xy', 'hybrid')]
+        for s in STRATEGIES]
     started = time.perf_counter()
     report = Report(frame, {'lareqa/xquad-r': list(frame['dataset_id'].unique())},
                     [parse_measure(m) for m in ('nDCG@10', 'AP', 'RankDistance')], baseline='mE5',

@@ -56,6 +56,15 @@ def macro_average_perquery(perquery: pd.DataFrame) -> pd.DataFrame:
     return macro_average(per_setting.reset_index())
 
 
+def seed_macro_averages(perquery: pd.DataFrame) -> pd.Series:
+    """Each (name, seed)'s Mo / Cr / Mul macro average per measure: queries averaged per setting, settings per kind
+    (seed NaN where the values have none)."""
+    frame = perquery if 'seed' in perquery.columns else perquery.assign(seed=None)
+    per_setting = frame.groupby(['name', 'seed', 'measure', 'kind', 'dataset_id'], sort=False,
+                                dropna=False)['value'].mean()
+    return per_setting.groupby(['name', 'seed', 'measure', 'kind'], sort=False, dropna=False).mean()
+
+
 def seed_summary(perquery: pd.DataFrame) -> pd.DataFrame:
     """The Mo / Cr / Mul macro averages with their spread over training seeds.
 
@@ -65,10 +74,7 @@ def seed_summary(perquery: pd.DataFrame) -> pd.DataFrame:
     Returns:
         One row per (name, measure, kind), kinds ordered Mo, Cr, Mul: ``mean``, ``std`` and ``seeds`` (how many).
     """
-    frame = perquery if 'seed' in perquery.columns else perquery.assign(seed=None)
-    per_setting = frame.groupby(['name', 'seed', 'measure', 'kind', 'dataset_id'], sort=False,
-                                dropna=False)['value'].mean()
-    per_seed = per_setting.groupby(['name', 'seed', 'measure', 'kind'], sort=False, dropna=False).mean()
+    per_seed = seed_macro_averages(perquery)
     summary = per_seed.groupby(['name', 'measure', 'kind'], sort=False).agg(['mean', 'std', 'count'])
     summary = summary.rename(columns={'count': 'seeds'}).reset_index()
     order = {column: {v: i for i, v in enumerate(perquery[column].unique())} for column in ('name', 'measure')}
