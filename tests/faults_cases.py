@@ -413,7 +413,7 @@ YAML_CASES = [
              r"exp\.yaml:5: mesures: unknown key 'mesures'; valid: baseline, correction, datasets"),
     YamlCase('unknown-model-key', 'name: x\nmodels:\n  a: {pretrained: m, batchsize: 8}\ndatasets: [lareqa/xquad-r]\n',
              r"exp\.yaml:3: models\.a\.batchsize: unknown key 'batchsize'; "
-             r"valid: batch_size, bias_removal, pretrained"),
+             r"valid: batch_size, bias_removal, model, pretrained, quantize, train"),
     YamlCase('unknown-measure', _HEAD + 'measures: [AP, nDCG@ten]\n',
              r"exp\.yaml:5: measures\.1: unknown measure 'nDCG@ten'"),
     YamlCase('rank-distance-cutoff', _HEAD + 'measures: [RankDistance@x]\n',
