@@ -206,6 +206,22 @@ def test_example_experiments_validate(name, evaluated_on, monkeypatch, offline_m
         assert model.pretrained is None or (Path(model.pretrained) / 'config.json').is_file()
 
 
+def test_bias_removal_study_trains_the_strategy_studys_models(monkeypatch, offline_models, lareqa_dir):
+    """examples/bias_removal_trained.yaml repeats the strategy study's budget; equal keys hold the two together."""
+    monkeypatch.setenv('OFFLINE_MODELS_DIR', str(offline_models['multilingual-e5-small'].parent))
+    study = load_experiment(experiment_examples() / 'strategy_study.yaml')
+    debiased = load_experiment(experiment_examples() / 'bias_removal_trained.yaml')
+    assert debiased.seeds == study.seeds == [1, 2, 3]
+    for name in ('mE5', 'hybrid', 'xy'):
+        assert [v.key for v in debiased.variants() if v.name == name] == \
+            [v.key for v in study.variants() if v.name == name]
+    for name in ('hybrid', 'xy'):
+        centred = [v for v in debiased.variants() if v.name == f'{name}-centred']
+        assert len(centred) == 3 and {v.key for v in centred} == {v.key for v in debiased.variants() if v.name == name}
+        assert len({v.system_key for v in centred} | {v.system_key for v in study.variants()}) == 3 + len(
+            study.variants()), 'a centred entry has per-query values of its own'
+
+
 def test_model_keys_do_not_depend_on_the_working_directory(tmp_path, monkeypatch):
     (tmp_path / 'lexicons').mkdir()
     (tmp_path / 'lexicons' / 'en-de.txt').write_text('house\thaus\n')
