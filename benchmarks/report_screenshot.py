@@ -19,20 +19,18 @@ from pathlib import Path
 import pandas as pd
 
 from pyterrier_hybrid.evaluation.measures import parse_measure
-from pyterrier_hybrid.experiment.config import ModelSpec
+from pyterrier_hybrid.experiment.config import load_experiment
 from pyterrier_hybrid.experiment.report import Report, describe_model
-from pyterrier_hybrid.training.recipe import Recipe
 
 HERE = Path(__file__).resolve().parent
-#: train_strategies.py's budget (benchmarks/results/train_strategies.md).
-BUDGET = {'steps': 40, 'batch_size': 16, 'max_length': 64, 'learning_rate': 5e-05, 'temperature': 0.01,
-          'freeze_embeddings': True}
-STRATEGIES = ('xx-mono', 'xy', 'hybrid')
+#: the study whose per-query values train_strategies.py wrote, and the models of it the report shows
+EXPERIMENT = HERE.parent / 'examples' / 'strategy_study.yaml'
+MODELS = ('mE5', 'xx-mono', 'xy', 'hybrid')
 
 
 def perquery() -> pd.DataFrame:
     frame = pd.read_csv(HERE / 'results' / 'train_strategies.perquery.csv.gz', dtype={'qid': str, 'seed': 'Int64'})
-    return frame[frame['name'].isin(['mE5', *STRATEGIES])]
+    return frame[frame['name'].isin(MODELS)]
 
 
 def screenshot(html: Path, png: Path) -> None:
@@ -52,13 +50,11 @@ def main() -> None:
     args = parser.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix='report-'))
     frame = perquery()
-    models = [ModelSpec('mE5', pretrained='intfloat/multilingual-e5-small')] + [
-        ModelSpec(s, base='mE5', data='lareqa/mlqa-r', recipe=Recipe(strategy=s, **BUDGET))
-        for s in STRATEGIES]
+    spec = load_experiment(EXPERIMENT)
     started = time.perf_counter()
     report = Report(frame, {'lareqa/xquad-r': list(frame['dataset_id'].unique())},
                     [parse_measure(m) for m in ('nDCG@10', 'AP', 'RankDistance')], baseline='mE5',
-                    title='train-strategies', models=[(m.name, describe_model(m)) for m in models])
+                    title=spec.name, models=[(name, describe_model(spec.models[name])) for name in MODELS])
     report.write(out)
     print(f'report of {len(frame):,} per-query values written to {out} in {time.perf_counter() - started:.0f} s')
     target = HERE / 'results' / 'report_screenshot.png'
