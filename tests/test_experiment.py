@@ -206,11 +206,11 @@ def test_example_experiments_validate(name, evaluated_on, monkeypatch, offline_m
         assert model.pretrained is None or (Path(model.pretrained) / 'config.json').is_file()
 
 
-def test_bias_removal_study_trains_the_strategy_studys_models(monkeypatch, offline_models, lareqa_dir):
-    """examples/bias_removal_trained.yaml repeats the strategy study's budget; equal keys hold the two together."""
+def test_bias_gap_study_trains_the_strategy_studys_models(monkeypatch, offline_models, lareqa_dir):
+    """examples/bias_gap.yaml repeats the strategy study's budget; equal keys hold the two together."""
     monkeypatch.setenv('OFFLINE_MODELS_DIR', str(offline_models['multilingual-e5-small'].parent))
     study = load_experiment(experiment_examples() / 'strategy_study.yaml')
-    debiased = load_experiment(experiment_examples() / 'bias_removal_trained.yaml')
+    debiased = load_experiment(experiment_examples() / 'bias_gap.yaml')
     assert debiased.seeds == study.seeds == [1, 2, 3]
     for name in ('mE5', 'hybrid', 'xy'):
         assert [v.key for v in debiased.variants() if v.name == name] == \

@@ -72,7 +72,9 @@ def describe_model(model: ModelSpec) -> str:
              f'{r.steps:,} steps × {r.batch_size} = {r.steps * r.batch_size:,} pairs',
              f'max length {r.max_length or "of the model"}', f'lr {r.learning_rate:g}',
              f'temperature {r.temperature:g}']
-    if r.negative_language != 'passage':
+    if r.negative_language == 'mined':
+        parts.append('mined cross-lingual negatives')
+    elif r.negative_language != 'passage':
         parts.append(f'negatives in the {r.negative_language} language')
     if r.freeze_embeddings:
         parts.append('word embeddings frozen')

@@ -19,8 +19,9 @@ from typing import Any
 
 #: Batch strategies and the alpha each fixes (None: hybrid's alpha is free, default 0.5).
 STRATEGIES = {'hybrid': None, 'xx-mono': 1.0, 'xy': 0.0, 'en-en': 1.0}
-#: Whose hard negatives a cross-lingual row gets: the passage's version or the query's.
-NEGATIVE_LANGUAGES = ('passage', 'query')
+#: Whose hard negatives a cross-lingual row gets: the passage's version, the query's, or mined (query-language
+#: distractors the base model ranks above the answer; :mod:`pyterrier_hybrid.training.mining`).
+NEGATIVE_LANGUAGES = ('passage', 'query', 'mined')
 #: Which side of an item code-switching rewrites.
 SWITCH_SIDES = ('both', 'query', 'passage')
 DEFAULT_ALPHA = 0.5
@@ -70,7 +71,8 @@ class Recipe:
     max_length: int | None = field(default=None, metadata={'help': "truncate texts to this many tokens "
                                                                    "(default: the model's max_seq_length)"})
     negative_language: str = field(default='passage', metadata={
-        'help': "hard negatives of cross-lingual pairs: the passage's or the query's language version"})
+        'help': "hard negatives of cross-lingual pairs: the passage's or the query's language version, or mined: "
+                "query-language passages the base model ranks above the answer (the language bias of Mul)"})
     freeze_embeddings: bool = field(default=False, metadata={'help': 'keep the word embeddings fixed'})
     mini_batch_size: int | None = field(default=None, metadata={
         'help': 'GradCache mini-batch size: large batches in small memory (default: plain InfoNCE)'})

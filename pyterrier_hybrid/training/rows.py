@@ -40,7 +40,8 @@ def build_rows(sources: Mapping[str, Iterable[ParallelItem]], seed: int = 0,
     ``negative_language`` picks whose negatives a cross-lingual row gets: ``'passage'`` (those of the passage's
     version, as in a monolingual row) or ``'query'`` (those of the query's version: a sentence in the query's own
     language that must rank below the answer in another language, which is the language bias the Mul setting
-    measures).
+    measures). ``'mined'`` builds the rows as ``'passage'`` does; :func:`~pyterrier_hybrid.training.mining.
+    mine_negatives` then replaces the negatives of cross-lingual rows.
     """
     if negative_language not in NEGATIVE_LANGUAGES:
         raise ValueError(f'negative_language must be one of {", ".join(NEGATIVE_LANGUAGES)}, '

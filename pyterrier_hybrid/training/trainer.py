@@ -46,6 +46,7 @@ from sentence_transformers import SentenceTransformerTrainingArguments
 from transformers import TrainerCallback
 
 from pyterrier_hybrid.atomic import write_atomically
+from pyterrier_hybrid.checkpoints import checkpoint_digest
 from pyterrier_hybrid.data import lareqa
 from pyterrier_hybrid.data.items import ParallelItem, lareqa_items, read_items
 
@@ -111,8 +112,18 @@ class ThroughputCallback(TrainerCallback):
             logs['pairs_per_s'] = round(pairs / (time.perf_counter() - self.start), 2)
 
 
-def prepare(model, data: TrainingData, recipe: Recipe, batch_size: int):
-    """Rows, dataset, loss and batch sampler for one run; every input error is raised here, before training."""
+def prompts(model) -> tuple[str, str]:
+    """The query and passage prompts of a sentence-transformers model ('' where it has none)."""
+    known = model.prompts or {}
+    return known.get('query', ''), known.get('passage', known.get('document', ''))
+
+
+def prepare(model, data: TrainingData, recipe: Recipe, batch_size: int, *, mining_cache: Path | None = None,
+            model_id: str = ''):
+    """Rows, dataset, loss and batch sampler for one run; every input error is raised here, before training.
+
+    With ``negative_language='mined'`` the base ``model`` ranks the training passages first (its vectors cached in
+    ``mining_cache`` under ``model_id``, the checkpoint's identity)."""
     from datasets import Dataset
     from sentence_transformers.sentence_transformer.losses import (
         CachedMultipleNegativesRankingLoss,
@@ -129,6 +140,16 @@ def prepare(model, data: TrainingData, recipe: Recipe, batch_size: int):
             raise ValueError(f'training source {name!r} has no items' +
                              (f' in languages {", ".join(languages)}' if languages else ''))
     rows = build_rows(sources, seed=recipe.seed, negative_language=recipe.negative_language)
+    if recipe.negative_language == 'mined':
+        from .mining import mine_negatives
+        query_prompt, passage_prompt = prompts(model)
+
+        def encode(texts: list[str], role: str):
+            return model.encode(texts, prompt=query_prompt if role == 'query' else passage_prompt, batch_size=64,
+                                normalize_embeddings=True, convert_to_numpy=True)
+
+        rows = mine_negatives(rows, sources, encode, seed=recipe.seed, cache=mining_cache,
+                              model_id=f'{model_id}-{model.max_seq_length}-{query_prompt}-{passage_prompt}')
     columns = {'anchor': rows.anchor, 'positive': rows.positive}
     if rows.negative is not None:
         columns['negative'] = rows.negative
@@ -177,10 +198,11 @@ def build_trainer(model: str | os.PathLike, data: TrainingData, output_dir: str 
         st_model.max_seq_length = recipe.max_length
     if recipe.freeze_embeddings:
         st_model[0].auto_model.get_input_embeddings().requires_grad_(False)
-    prompts = st_model.prompts or {}
-    query_prompt, passage_prompt = prompts.get('query', ''), prompts.get('passage', prompts.get('document', ''))
+    query_prompt, passage_prompt = prompts(st_model)
     args.prompts = {'anchor': query_prompt, 'positive': passage_prompt, 'negative': passage_prompt}
-    rows, dataset, loss, sampler = prepare(st_model, data, recipe, recipe.batch_size)
+    mining = {} if recipe.negative_language != 'mined' else {  # cached beside the model, shared by its seeds
+        'mining_cache': output_dir.parent / 'mined-negatives', 'model_id': checkpoint_digest(model)}
+    rows, dataset, loss, sampler = prepare(st_model, data, recipe, recipe.batch_size, **mining)
     args.batch_sampler = sampler
     trainer = SentenceTransformerTrainer(model=st_model, args=args, train_dataset=dataset, loss=loss,
                                          callbacks=[ThroughputCallback(recipe.batch_size)])

@@ -1,0 +1,105 @@
+"""Mined cross-lingual hard negatives: the same-language distractors the base model ranks above a translation.
+
+On a pooled corpus (Mul) a multilingual encoder ranks sentences in the query's own language above the answer in
+another language: that is the language bias rank distance measures. Mining turns those errors into training
+signal. Before training, the base model ranks each language's training passages (every item's positive and hard
+negatives) for each query; a cross-lingual row (query in X, answer in Y) then gets as its hard negative one of the
+X-language passages that outrank its Y-language answer, drawn under the recipe's seed. Texts that are the item's
+own answer in any language are never negatives (in XQuAD-R several questions share one answer sentence).
+Monolingual rows, and cross-lingual rows whose answer already outranks every distractor, keep the negative
+:func:`~pyterrier_hybrid.training.rows.build_rows` gave them.
+
+The base model's vectors depend only on the model and the texts, not on the seed, so they are cached (one ``.npy``
+per model and text set, written atomically) and every seed of a run reuses them.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+
+import numpy as np
+
+from pyterrier_hybrid.atomic import write_atomically
+from pyterrier_hybrid.checkpoints import digest
+from pyterrier_hybrid.data.items import ParallelItem
+
+from .rows import TrainingRows
+
+log = logging.getLogger('pyterrier_hybrid')
+
+#: ``encode(texts, role)`` -> unit vectors, one row per text; role is 'query' or 'passage'.
+Encode = Callable[[list[str], str], np.ndarray]
+
+
+def mine_negatives(rows: TrainingRows, sources: Mapping[str, Iterable[ParallelItem]], encode: Encode, *,
+                   seed: int, cache: Path | None = None, model_id: str = '') -> TrainingRows:
+    """``rows`` with each cross-lingual row's negative replaced by a mined one where the base model ranks a
+    same-language distractor above the row's answer; see the module docstring.
+
+    ``model_id`` names the encoder in the cache key (a checkpoint digest); ``cache`` is the folder of cached
+    vectors (None: no cache).
+
+    Raises:
+        ValueError: before any encoding, when the data has no hard negatives to replace, no cross-lingual rows
+            to mine for (one language), or a query language without passages.
+    """
+    if rows.negative is None:
+        raise ValueError('mined negatives replace the hard negatives of cross-lingual rows, and the training data '
+                         "has none (no item lists negatives); use negative_language='passage'")
+    cross = np.flatnonzero(rows.query_lang != rows.passage_lang)
+    if not len(cross):
+        raise ValueError('mined negatives are same-language distractors of cross-lingual rows, and the training '
+                         f'data has none (languages: {", ".join(sorted(set(rows.query_lang.tolist())))}); use '
+                         "negative_language='passage'")
+    corpus: dict[str, list[str]] = {}
+    for items in sources.values():
+        for item in items:
+            corpus.setdefault(item.lang, []).extend([item.positive, *item.negatives])
+    corpus = {lang: sorted(set(texts)) for lang, texts in corpus.items()}
+    missing = sorted(set(rows.query_lang[cross].tolist()) - {lang for lang, texts in corpus.items() if texts})
+    if missing:
+        raise ValueError(f'no passages to mine negatives from in {", ".join(missing)}')
+    queries = sorted(set(rows.anchor[i] for i in cross))
+    passages = sorted({t for texts in corpus.values() for t in texts} | {rows.positive[i] for i in cross})
+    query_vecs = _vectors(queries, 'query', encode, cache, model_id)
+    passage_vecs = _vectors(passages, 'passage', encode, cache, model_id)
+    query_at = {t: i for i, t in enumerate(queries)}
+    passage_at = {t: i for i, t in enumerate(passages)}
+    own_answers: dict[int, set[str]] = {}
+    for i in range(len(rows)):
+        own_answers.setdefault(int(rows.group[i]), set()).add(rows.positive[i])
+
+    rng = np.random.default_rng(seed)
+    negative = list(rows.negative)
+    mined = 0
+    for lang, texts in corpus.items():
+        at_lang = cross[rows.query_lang[cross] == lang]
+        if not len(at_lang):
+            continue
+        lang_vecs = passage_vecs[[passage_at[t] for t in texts]]
+        texts_array = np.asarray(texts, dtype=object)
+        for i in at_lang:  # rows in order, so the draws depend only on the rows and the seed
+            query = query_vecs[query_at[rows.anchor[i]]]
+            scores = lang_vecs @ query
+            answer = passage_vecs[passage_at[rows.positive[i]]] @ query
+            above = [t for t in texts_array[scores > answer] if t not in own_answers[int(rows.group[i])]]
+            if above:
+                negative[i] = above[rng.integers(len(above))]
+                mined += 1
+    log.info('mined negatives for %d of %d cross-lingual rows (the others: no same-language distractor outranks '
+             'their answer)', mined, len(cross))
+    return TrainingRows(**{**rows._asdict(), 'negative': negative})  # _replace trips on TrainingRows.__len__
+
+
+def _vectors(texts: list[str], role: str, encode: Encode, cache: Path | None, model_id: str) -> np.ndarray:
+    """``encode(texts, role)``, read from or written to ``cache`` under a key of the model, role and texts."""
+    path = None if cache is None else cache / f'{role}-{digest({"model": model_id, "texts": texts})[:16]}.npy'
+    if path is not None and path.is_file():
+        return np.load(path)
+    vectors = np.asarray(encode(texts, role), dtype=np.float32)
+    if vectors.shape[0] != len(texts):
+        raise ValueError(f'the encoder returned {vectors.shape[0]} vectors for {len(texts)} texts')
+    if path is not None:
+        write_atomically(path, lambda tmp: np.save(tmp, vectors, allow_pickle=False))
+    return vectors
