@@ -240,6 +240,25 @@ def test_model_keys_do_not_depend_on_the_working_directory(tmp_path, monkeypatch
     assert load_experiment(tmp_path / 'exp.yaml').models['acs'].key != absolute  # a new lexicon, a new model
 
 
+def test_a_distillation_teacher_counts_by_content(tmp_path, monkeypatch):
+    (tmp_path / 'teacher').mkdir()
+    (tmp_path / 'teacher' / 'config.json').write_text('{"hidden_size": 32}')
+    write(tmp_path, '''
+        name: keys
+        models:
+          base: {pretrained: some/model}
+          distilled: {train: {base: base, data: lareqa/mlqa-r, distillation: 1.0, teacher: teacher}}
+        datasets: [lareqa/xquad-r]
+    ''')
+    spec = load_experiment(tmp_path / 'exp.yaml')
+    assert spec.models['distilled'].recipe.teacher == str(tmp_path / 'teacher')  # relative to the file
+    key = spec.models['distilled'].key
+    monkeypatch.chdir(tmp_path.parent)
+    assert load_experiment(Path(tmp_path.name) / 'exp.yaml').models['distilled'].key == key
+    (tmp_path / 'teacher' / 'config.json').write_text('{"hidden_size": 64}')
+    assert load_experiment(tmp_path / 'exp.yaml').models['distilled'].key != key, 'a new teacher, a new model'
+
+
 def experiment_examples() -> Path:
     return Path(__file__).resolve().parents[1] / 'examples'
 

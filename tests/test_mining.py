@@ -95,7 +95,7 @@ def test_a_mined_run_trains_and_records_its_recipe(tiny_model, tmp_path, lareqa_
     run = ph.build_trainer(tiny_model, 'lareqa/mlqa-r', tmp_path / 'models' / 'mined', steps=2, batch_size=4,
                            negative_language='mined', languages=['de', 'es'])
     assert run.record['recipe']['negative_language'] == 'mined'
-    assert len(list((tmp_path / 'models' / 'mined-negatives').glob('*.npy'))) == 2
+    assert len(list((tmp_path / 'models' / 'base-vectors').glob('*.npy'))) == 2
     plain = ph.build_trainer(tiny_model, 'lareqa/mlqa-r', tmp_path / 'models' / 'plain', steps=2, batch_size=4,
                              languages=['de', 'es'])
     assert run.record['data_digest'] != plain.record['data_digest'], 'the mined negatives are part of the data'

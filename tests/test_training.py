@@ -90,6 +90,19 @@ def test_progress_logs_carry_loss_and_throughput(tiny_model, tmp_path, lareqa_di
     assert all(entry['pairs_per_s'] > 0 for entry in logged)
 
 
+def test_a_model_trained_before_a_recipe_option_existed_is_still_the_same_run(tiny_model, tmp_path, lareqa_dir):
+    """A checkpoint recorded before ``distillation`` and ``teacher`` existed trained with their defaults."""
+    out = ph.train(tiny_model, 'lareqa/mlqa-r', tmp_path / 'm', steps=2, batch_size=4)
+    config = out / 'config_sentence_transformers.json'
+    data = json.loads(config.read_text())
+    for key in ('distillation', 'teacher'):
+        del data['pyterrier_hybrid']['recipe'][key]
+    config.write_text(json.dumps(data))
+    trained = (out / 'model.safetensors').stat().st_mtime_ns
+    assert ph.train(tiny_model, 'lareqa/mlqa-r', tmp_path / 'm', steps=2, batch_size=4) == out
+    assert (out / 'model.safetensors').stat().st_mtime_ns == trained, 'not trained again'
+
+
 def test_empty_or_malformed_data(tiny_model, tmp_path):
     empty = tmp_path / 'empty.jsonl'
     empty.write_text('')

@@ -101,8 +101,9 @@ class ModelSpec:
 
     def digest(self) -> str:
         """What the model is, by content: a pretrained checkpoint's files (or Hub id); for a trained model its
-        recipe (lexicons by content), its base's digest and its training data's. Encoding options and the name
-        are left out, so int8 encoding does not retrain and renaming a base does not retrain what it is under."""
+        recipe (lexicons and a distillation teacher by content), its base's digest and its training data's.
+        Encoding options and the name are left out, so int8 encoding does not retrain and renaming a base does not
+        retrain what it is under."""
         if self.recipe is None:
             return checkpoint_digest(self.pretrained)
         base = self.base.digest() if isinstance(self.base, ModelSpec) else checkpoint_digest(self.base)
@@ -111,6 +112,8 @@ class ModelSpec:
             lexicons = tuple(file_digest(p) for p in recipe.code_switching.lexicons)
             recipe = dataclasses.replace(recipe, code_switching=dataclasses.replace(recipe.code_switching,
                                                                                     lexicons=lexicons))
+        if recipe.teacher:
+            recipe = dataclasses.replace(recipe, teacher=checkpoint_digest(recipe.teacher))
         return digest({'base': base, 'data': data_digest(self.data), 'recipe': recipe.digest()})
 
     @property
@@ -394,6 +397,8 @@ def _validate_model(name: Any, model: Any, all_models: Mapping, problems: list, 
                     problems.append((where + ('train', 'code_switching', 'lexicons', i),
                                      f'lexicon file {base / str(lexicon)} does not exist'))
             values['code_switching'] = {**switching, 'lexicons': [str(base / x) for x in switching['lexicons']]}
+        if isinstance(values.get('teacher'), str) and (base / values['teacher']).is_dir():  # else a Hub id
+            values['teacher'] = str(base / values['teacher'])
         try:
             recipe = Recipe.from_mapping(values)
         except RecipeError as error:

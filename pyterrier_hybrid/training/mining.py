@@ -9,36 +9,31 @@ own answer in any language are never negatives (in XQuAD-R several questions sha
 Monolingual rows, and cross-lingual rows whose answer already outranks every distractor, keep the negative
 :func:`~pyterrier_hybrid.training.rows.build_rows` gave them.
 
-The base model's vectors depend only on the model and the texts, not on the seed, so they are cached (one ``.npy``
-per model and text set, written atomically) and every seed of a run reuses them.
+The base model's vectors are cached (:mod:`~pyterrier_hybrid.training.base_vectors`), so every seed reuses them.
 """
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
 
-from pyterrier_hybrid.atomic import write_atomically
-from pyterrier_hybrid.checkpoints import digest
 from pyterrier_hybrid.data.items import ParallelItem
 
+from .base_vectors import Encode, cached_vectors
 from .rows import TrainingRows
 
 log = logging.getLogger('pyterrier_hybrid')
-
-#: ``encode(texts, role)`` -> unit vectors, one row per text; role is 'query' or 'passage'.
-Encode = Callable[[list[str], str], np.ndarray]
-
 
 def mine_negatives(rows: TrainingRows, sources: Mapping[str, Iterable[ParallelItem]], encode: Encode, *,
                    seed: int, cache: Path | None = None, model_id: str = '') -> TrainingRows:
     """``rows`` with each cross-lingual row's negative replaced by a mined one where the base model ranks a
     same-language distractor above the row's answer; see the module docstring.
 
-    ``model_id`` names the encoder in the cache key (a checkpoint digest); ``cache`` is the folder of cached
-    vectors (None: no cache).
+    ``encode`` gives unit vectors; ``model_id`` names the encoder in the cache key
+    (:func:`~pyterrier_hybrid.training.base_vectors.model_identity`); ``cache`` is the folder of cached vectors
+    (None: no cache).
 
     Raises:
         ValueError: before any encoding, when the data has no hard negatives to replace, no cross-lingual rows
@@ -62,8 +57,8 @@ def mine_negatives(rows: TrainingRows, sources: Mapping[str, Iterable[ParallelIt
         raise ValueError(f'no passages to mine negatives from in {", ".join(missing)}')
     queries = sorted(set(rows.anchor[i] for i in cross))
     passages = sorted({t for texts in corpus.values() for t in texts} | {rows.positive[i] for i in cross})
-    query_vecs = _vectors(queries, 'query', encode, cache, model_id)
-    passage_vecs = _vectors(passages, 'passage', encode, cache, model_id)
+    query_vecs = cached_vectors(queries, 'query', encode, cache, model_id)
+    passage_vecs = cached_vectors(passages, 'passage', encode, cache, model_id)
     query_at = {t: i for i, t in enumerate(queries)}
     passage_at = {t: i for i, t in enumerate(passages)}
     own_answers: dict[int, set[str]] = {}
@@ -91,15 +86,3 @@ def mine_negatives(rows: TrainingRows, sources: Mapping[str, Iterable[ParallelIt
              'their answer)', mined, len(cross))
     return TrainingRows(**{**rows._asdict(), 'negative': negative})  # _replace trips on TrainingRows.__len__
 
-
-def _vectors(texts: list[str], role: str, encode: Encode, cache: Path | None, model_id: str) -> np.ndarray:
-    """``encode(texts, role)``, read from or written to ``cache`` under a key of the model, role and texts."""
-    path = None if cache is None else cache / f'{role}-{digest({"model": model_id, "texts": texts})[:16]}.npy'
-    if path is not None and path.is_file():
-        return np.load(path)
-    vectors = np.asarray(encode(texts, role), dtype=np.float32)
-    if vectors.shape[0] != len(texts):
-        raise ValueError(f'the encoder returned {vectors.shape[0]} vectors for {len(texts)} texts')
-    if path is not None:
-        write_atomically(path, lambda tmp: np.save(tmp, vectors, allow_pickle=False))
-    return vectors

@@ -74,6 +74,11 @@ class Recipe:
         'help': "hard negatives of cross-lingual pairs: the passage's or the query's language version, or mined: "
                 "query-language passages the base model ranks above the answer (the language bias of Mul)"})
     freeze_embeddings: bool = field(default=False, metadata={'help': 'keep the word embeddings fixed'})
+    distillation: float = field(default=0.0, metadata={
+        'help': 'weight of multilingual distillation beside InfoNCE: the squared distance of every version of '
+                "an item (query and answer) to the teacher's vector of its English version (0: off)"})
+    teacher: str | None = field(default=None, metadata={
+        'help': 'the distillation teacher, Hub id or path (default: the base model, frozen)'})
     mini_batch_size: int | None = field(default=None, metadata={
         'help': 'GradCache mini-batch size: large batches in small memory (default: plain InfoNCE)'})
     languages: tuple[str, ...] | None = field(default=None, metadata={'help': 'train on these languages only'})
@@ -98,6 +103,12 @@ class Recipe:
         for name in ('learning_rate', 'temperature'):
             if getattr(self, name) <= 0:
                 raise RecipeError(name, f'must be positive, not {getattr(self, name)}')
+        if self.distillation < 0:
+            raise RecipeError('distillation', f'is a weight >= 0, not {self.distillation}')
+        if self.teacher is not None and not self.distillation:
+            raise RecipeError('teacher', 'is the distillation teacher; set distillation > 0 to use it')
+        if self.distillation and self.mini_batch_size:
+            raise RecipeError('distillation', 'does not combine with GradCache (mini_batch_size) yet')
         if self.negative_language not in NEGATIVE_LANGUAGES:
             raise RecipeError('negative_language', f'unknown value {self.negative_language!r}; valid: '
                                                    f'{", ".join(NEGATIVE_LANGUAGES)}')

@@ -50,6 +50,7 @@ from pyterrier_hybrid.checkpoints import checkpoint_digest
 from pyterrier_hybrid.data import lareqa
 from pyterrier_hybrid.data.items import ParallelItem, lareqa_items, read_items
 
+from .base_vectors import encoder_of, model_identity, prompts
 from .recipe import CodeSwitching, Recipe
 from .rows import TrainingRows, build_rows
 
@@ -112,18 +113,12 @@ class ThroughputCallback(TrainerCallback):
             logs['pairs_per_s'] = round(pairs / (time.perf_counter() - self.start), 2)
 
 
-def prompts(model) -> tuple[str, str]:
-    """The query and passage prompts of a sentence-transformers model ('' where it has none)."""
-    known = model.prompts or {}
-    return known.get('query', ''), known.get('passage', known.get('document', ''))
-
-
-def prepare(model, data: TrainingData, recipe: Recipe, batch_size: int, *, mining_cache: Path | None = None,
-            model_id: str = ''):
+def prepare(model, data: TrainingData, recipe: Recipe, batch_size: int, *, vector_cache: Path | None = None,
+            base_id: str = ''):
     """Rows, dataset, loss and batch sampler for one run; every input error is raised here, before training.
 
-    With ``negative_language='mined'`` the base ``model`` ranks the training passages first (its vectors cached in
-    ``mining_cache`` under ``model_id``, the checkpoint's identity)."""
+    Mined negatives and distillation use frozen models' vectors of the training texts (the base ``model``'s,
+    whose checkpoint digest is ``base_id``, and the teacher's), cached in ``vector_cache``."""
     from datasets import Dataset
     from sentence_transformers.sentence_transformer.losses import (
         CachedMultipleNegativesRankingLoss,
@@ -142,17 +137,16 @@ def prepare(model, data: TrainingData, recipe: Recipe, batch_size: int, *, minin
     rows = build_rows(sources, seed=recipe.seed, negative_language=recipe.negative_language)
     if recipe.negative_language == 'mined':
         from .mining import mine_negatives
-        query_prompt, passage_prompt = prompts(model)
-
-        def encode(texts: list[str], role: str):
-            return model.encode(texts, prompt=query_prompt if role == 'query' else passage_prompt, batch_size=64,
-                                normalize_embeddings=True, convert_to_numpy=True)
-
-        rows = mine_negatives(rows, sources, encode, seed=recipe.seed, cache=mining_cache,
-                              model_id=f'{model_id}-{model.max_seq_length}-{query_prompt}-{passage_prompt}')
+        rows = mine_negatives(rows, sources, encoder_of(model), seed=recipe.seed, cache=vector_cache,
+                              model_id=model_identity(model, base_id))
     columns = {'anchor': rows.anchor, 'positive': rows.positive}
     if rows.negative is not None:
         columns['negative'] = rows.negative
+    if recipe.distillation:
+        from .distillation import teacher_targets
+        teacher, teacher_id = _teacher(model, recipe, base_id)
+        queries, answers, targets = teacher_targets(rows, teacher, teacher_id, vector_cache)
+        columns['label'] = targets.tolist()  # per row: its query's and answer's rows in the teacher's matrices
     dataset = Dataset.from_dict(columns)
     sampler = functools.partial(HybridBatchSampler, rows=rows, alpha=recipe.effective_alpha)
     sampler(dataset, batch_size=batch_size, drop_last=True, seed=recipe.seed)  # validates
@@ -161,7 +155,25 @@ def prepare(model, data: TrainingData, recipe: Recipe, batch_size: int, *, minin
                                                   mini_batch_size=recipe.mini_batch_size)
     else:
         loss = MultipleNegativesRankingLoss(model, scale=1 / recipe.temperature)
+    if recipe.distillation:
+        from .distillation import DistilledInfoNCE
+        loss = DistilledInfoNCE(loss, queries, answers, recipe.distillation)
     return rows, dataset, loss, sampler
+
+
+def _teacher(model, recipe: Recipe, base_id: str) -> tuple[Any, str]:
+    """The distillation teacher and its checkpoint digest: the base ``model`` itself before training (frozen by
+    being used only now), or the recipe's ``teacher``, whose vectors must have the student's dimension."""
+    if recipe.teacher is None:
+        return model, base_id
+    from sentence_transformers import SentenceTransformer
+    teacher = SentenceTransformer(recipe.teacher, device=str(model.device))
+    teacher.max_seq_length = model.max_seq_length
+    dims = teacher.get_sentence_embedding_dimension(), model.get_sentence_embedding_dimension()
+    if dims[0] != dims[1]:
+        raise ValueError(f'the distillation teacher {recipe.teacher} gives {dims[0]}-dimensional vectors and the '
+                         f'student {dims[1]}-dimensional ones; distil from a teacher of the same dimension')
+    return teacher, checkpoint_digest(recipe.teacher)
 
 
 class TrainingRun(NamedTuple):
@@ -200,9 +212,9 @@ def build_trainer(model: str | os.PathLike, data: TrainingData, output_dir: str 
         st_model[0].auto_model.get_input_embeddings().requires_grad_(False)
     query_prompt, passage_prompt = prompts(st_model)
     args.prompts = {'anchor': query_prompt, 'positive': passage_prompt, 'negative': passage_prompt}
-    mining = {} if recipe.negative_language != 'mined' else {  # cached beside the model, shared by its seeds
-        'mining_cache': output_dir.parent / 'mined-negatives', 'model_id': checkpoint_digest(model)}
-    rows, dataset, loss, sampler = prepare(st_model, data, recipe, recipe.batch_size, **mining)
+    frozen = {} if recipe.negative_language != 'mined' and not recipe.distillation else {  # shared by the seeds
+        'vector_cache': output_dir.parent / 'base-vectors', 'base_id': checkpoint_digest(model)}
+    rows, dataset, loss, sampler = prepare(st_model, data, recipe, recipe.batch_size, **frozen)
     args.batch_sampler = sampler
     trainer = SentenceTransformerTrainer(model=st_model, args=args, train_dataset=dataset, loss=loss,
                                          callbacks=[ThroughputCallback(recipe.batch_size)])
@@ -294,16 +306,23 @@ def _rows_digest(rows: TrainingRows) -> str:
 
 def _run_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     """How run ``old`` differs from run ``new``: recipe fields, base model and data, as ``name: old -> new``."""
-    old_recipe, new_recipe = old.get('recipe') or {}, new['recipe']
+    old_recipe, new_recipe = _with_defaults(old.get('recipe') or {}), new['recipe']
     changes = [f'{key}: {old_recipe.get(key)!r} -> {new_recipe.get(key)!r}'
                for key in dict.fromkeys([*old_recipe, *new_recipe]) if old_recipe.get(key) != new_recipe.get(key)]
-    if not changes and old.get('recipe_digest') != new['recipe_digest']:
-        changes.append('recipe digest')
     changes += [f'{key}: {old.get(key)!r} -> {new[key]!r}' for key in ('base_model', 'data')
                 if old.get(key) != new[key]]
     if old.get('data_digest') != new['data_digest']:
         changes.append('data content (digest of the training rows)')
     return changes
+
+
+def _with_defaults(recipe: Mapping[str, Any]) -> dict[str, Any]:
+    """A recorded recipe with the fields added since it was recorded at their defaults (which is how it trained),
+    so a run from before a new option is not mistaken for another run; unreadable ones as they are."""
+    try:
+        return Recipe.from_mapping(recipe).to_dict()
+    except (TypeError, ValueError):
+        return dict(recipe)
 
 
 def _occupied(path: Path) -> bool:
