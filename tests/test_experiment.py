@@ -212,10 +212,10 @@ def test_bias_gap_study_trains_the_strategy_studys_models(monkeypatch, offline_m
     study = load_experiment(experiment_examples() / 'strategy_study.yaml')
     debiased = load_experiment(experiment_examples() / 'bias_gap.yaml')
     assert debiased.seeds == study.seeds == [1, 2, 3]
-    for name in ('mE5', 'hybrid', 'hybrid-qneg', 'xy'):
+    for name in ('mE5', 'hybrid', 'hybrid-qneg'):
         assert [v.key for v in debiased.variants() if v.name == name] == \
             [v.key for v in study.variants() if v.name == name]
-    for name in ('hybrid', 'xy'):
+    for name in ('hybrid', 'hybrid-mined'):
         centred = [v for v in debiased.variants() if v.name == f'{name}-centred']
         assert len(centred) == 3 and {v.key for v in centred} == {v.key for v in debiased.variants() if v.name == name}
         assert len({v.system_key for v in centred} | {v.system_key for v in study.variants()}) == 3 + len(
