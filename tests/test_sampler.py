@@ -109,7 +109,7 @@ def test_query_language_negatives_contrast_the_answer_with_a_sentence_in_the_que
         item = anchor.split()[1]
         assert negative == f'n {item} {q}'  # the query's own version's negative, whatever the passage language
     assert any(q != p for q, p in zip(rows.query_lang, rows.passage_lang))
-    with pytest.raises(ValueError, match="negative_language must be one of passage, query, not 'doc'"):
+    with pytest.raises(ValueError, match="negative_language must be one of passage, query, mined, not 'doc'"):
         build_rows({'src': items(3)}, negative_language='doc')
 
 

@@ -54,7 +54,7 @@ def test_same_seed_same_model(tiny_model, tmp_path, lareqa_dir):
     ({'languages': ['fr']}, "no items in languages fr"),
     ({'languages': ['de'], 'strategy': 'xy'}, 'cross-lingual batches .* use alpha=1'),
     ({'temperature': 0}, 'temperature: must be positive'),
-    ({'negative_language': 'doc'}, "negative_language: unknown value 'doc'; valid: passage, query"),
+    ({'negative_language': 'doc'}, "negative_language: unknown value 'doc'; valid: passage, query, mined"),
     ({'steps': 0}, 'steps: must be a positive number, not 0'),
     ({'steps': -5}, 'steps: must be a positive number, not -5'),
     ({'steps': 'forty'}, "steps: expected an integer, not 'forty'"),
