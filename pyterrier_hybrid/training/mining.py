@@ -26,6 +26,7 @@ from .rows import TrainingRows
 
 log = logging.getLogger('pyterrier_hybrid')
 
+
 def mine_negatives(rows: TrainingRows, sources: Mapping[str, Iterable[ParallelItem]], encode: Encode, *,
                    seed: int, cache: Path | None = None, model_id: str = '') -> TrainingRows:
     """``rows`` with each cross-lingual row's negative replaced by a mined one where the base model ranks a
@@ -74,7 +75,7 @@ def mine_negatives(rows: TrainingRows, sources: Mapping[str, Iterable[ParallelIt
             continue
         lang_vecs = passage_vecs[[passage_at[t] for t in texts]]
         texts_array = np.asarray(texts, dtype=object)
-        for i in at_lang:  # rows in order, so the draws depend only on the rows and the seed
+        for i in at_lang:  # a fixed order (languages as the data lists them, rows in order): seeded draws repeat
             query = query_vecs[query_at[rows.anchor[i]]]
             scores = lang_vecs @ query
             answer = passage_vecs[passage_at[rows.positive[i]]] @ query
