@@ -109,4 +109,5 @@ def test_every_subcommand_help_shows_defaults_and_describes_positionals():
                 assert action.help, f'{name} {action.dest} has no description'
             elif all(action.default is not off for off in (None, False, argparse.SUPPRESS)):
                 assert f'(default: {action.default})' in text, f'{name} {action.option_strings[0]} hides its default'
+                assert f'(default: {action.default}) (default:' not in text, f'{name} shows a default twice'
     assert ' '.join(cli('evaluate', '--help').stdout.split()).count('(default: ') == 3

@@ -199,9 +199,9 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
             continue
         flag = '--' + f.name.replace('_', '-')
         base = next((a for a in typing.get_args(hints[f.name]) if a is not type(None)), hints[f.name])
-        shown = f'{f.metadata["help"]} (default: {f.default})' if f.default is not None else f.metadata['help']
+        shown = f.metadata['help']  # the command's formatter adds each default
         if base is bool:
-            parser.add_argument(flag, action='store_true', help=f.metadata['help'])
+            parser.add_argument(flag, action='store_true', help=shown)
         elif typing.get_origin(base) is tuple:
             parser.add_argument(flag, nargs='+', help=shown)
         elif f.name == 'strategy':
