@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import textwrap
 from pathlib import Path
@@ -222,41 +223,30 @@ def test_bias_gap_study_trains_the_strategy_studys_models(monkeypatch, offline_m
             study.variants()), 'a centred entry has per-query values of its own'
 
 
-def test_model_keys_do_not_depend_on_the_working_directory(tmp_path, monkeypatch):
-    (tmp_path / 'lexicons').mkdir()
-    (tmp_path / 'lexicons' / 'en-de.txt').write_text('house\thaus\n')
-    write(tmp_path, '''
+@pytest.mark.parametrize(('path', 'train', 'before', 'after'), [
+    ('lexicons/en-de.txt', 'code_switching: {lexicons: [lexicons/en-de.txt]}', 'house\thaus\n',
+     'house\thaus\nbig\tgroß\n'),
+    ('teacher/config.json', 'distillation: 1.0, teacher: teacher', '{"hidden_size": 32}', '{"hidden_size": 128}'),
+])
+def test_training_files_count_by_content_wherever_the_experiment_is_read_from(tmp_path, monkeypatch, path, train,
+                                                                              before, after):
+    """A lexicon or a distillation teacher is found relative to the file and keys the model by its content."""
+    (tmp_path / path).parent.mkdir()
+    (tmp_path / path).write_text(before)
+    write(tmp_path, f'''
         name: keys
         models:
-          base: {pretrained: some/model}
-          acs: {train: {base: base, data: lareqa/mlqa-r, code_switching: {lexicons: [lexicons/en-de.txt]}}}
+          base: {{pretrained: some/model}}
+          trained: {{train: {{base: base, data: lareqa/mlqa-r, {train}}}}}
         datasets: [lareqa/xquad-r]
     ''')
-    absolute = load_experiment(tmp_path / 'exp.yaml').models['acs'].key
+    model = load_experiment(tmp_path / 'exp.yaml').models['trained']
+    assert str(tmp_path / path.split('/')[0]) in json.dumps(model.recipe.to_dict()), 'resolved next to the file'
+    key = model.key  # keys read the files when asked
     monkeypatch.chdir(tmp_path.parent)
-    relative = load_experiment(Path(tmp_path.name) / 'exp.yaml').models['acs'].key
-    assert absolute == relative
-    (tmp_path / 'lexicons' / 'en-de.txt').write_text('house\thaus\nbig\tgroß\n')
-    assert load_experiment(tmp_path / 'exp.yaml').models['acs'].key != absolute  # a new lexicon, a new model
-
-
-def test_a_distillation_teacher_counts_by_content(tmp_path, monkeypatch):
-    (tmp_path / 'teacher').mkdir()
-    (tmp_path / 'teacher' / 'config.json').write_text('{"hidden_size": 32}')
-    write(tmp_path, '''
-        name: keys
-        models:
-          base: {pretrained: some/model}
-          distilled: {train: {base: base, data: lareqa/mlqa-r, distillation: 1.0, teacher: teacher}}
-        datasets: [lareqa/xquad-r]
-    ''')
-    spec = load_experiment(tmp_path / 'exp.yaml')
-    assert spec.models['distilled'].recipe.teacher == str(tmp_path / 'teacher')  # relative to the file
-    key = spec.models['distilled'].key
-    monkeypatch.chdir(tmp_path.parent)
-    assert load_experiment(Path(tmp_path.name) / 'exp.yaml').models['distilled'].key == key
-    (tmp_path / 'teacher' / 'config.json').write_text('{"hidden_size": 64}')
-    assert load_experiment(tmp_path / 'exp.yaml').models['distilled'].key != key, 'a new teacher, a new model'
+    assert load_experiment(Path(tmp_path.name) / 'exp.yaml').models['trained'].key == key
+    (tmp_path / path).write_text(after)
+    assert load_experiment(tmp_path / 'exp.yaml').models['trained'].key != key, 'new content, a new model'
 
 
 def experiment_examples() -> Path:
