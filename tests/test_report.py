@@ -134,6 +134,17 @@ def test_report_names_recipes_seeds_and_environment(report):
     assert re.search(r'\| CPU +\| \S', text) and '| GPU ' in text and '2.1 min (125 s' in text
 
 
+def test_a_recipe_line_names_what_sets_a_model_apart():
+    from pyterrier_hybrid.experiment.config import ModelSpec
+    from pyterrier_hybrid.training.recipe import Recipe
+    lines = {name: describe_model(ModelSpec(name, base='mE5', data='lareqa/mlqa-r', recipe=Recipe(**options)))
+             for name, options in [('plain', {}), ('mined', {'negative_language': 'mined'}),
+                                   ('distilled', {'distillation': 0.5})]}
+    assert 'mined cross-lingual negatives' in lines['mined']
+    assert 'distillation weight 0.5 from the base model' in lines['distilled']
+    assert len(set(lines.values())) == 3, 'two different recipes read the same'
+
+
 def test_report_without_seeds_or_baseline(tmp_path):
     frame = xquad_like(seeded=False)
     frame = frame[frame['query_lang'].isin(['de', 'en']) & frame['doc_lang'].isin(['de', 'en', 'all'])]

@@ -76,6 +76,8 @@ def describe_model(model: ModelSpec) -> str:
         parts.append('mined cross-lingual negatives')
     elif r.negative_language != 'passage':
         parts.append(f'negatives in the {r.negative_language} language')
+    if r.distillation:
+        parts.append(f'distillation weight {r.distillation:g} from {r.teacher or "the base model"}')
     if r.freeze_embeddings:
         parts.append('word embeddings frozen')
     if r.mini_batch_size:
