@@ -75,9 +75,12 @@ def mine_negatives(rows: TrainingRows, sources: Mapping[str, Iterable[ParallelIt
             continue
         lang_vecs = passage_vecs[[passage_at[t] for t in texts]]
         texts_array = np.asarray(texts, dtype=object)
+        scores_of: dict[str, np.ndarray] = {}  # a question heads one row per answer language: rank it once
         for i in at_lang:  # a fixed order (languages as the data lists them, rows in order): seeded draws repeat
             query = query_vecs[query_at[rows.anchor[i]]]
-            scores = lang_vecs @ query
+            if rows.anchor[i] not in scores_of:
+                scores_of[rows.anchor[i]] = lang_vecs @ query
+            scores = scores_of[rows.anchor[i]]
             answer = passage_vecs[passage_at[rows.positive[i]]] @ query
             above = [t for t in texts_array[scores > answer] if t not in own_answers[int(rows.group[i])]]
             if above:
@@ -86,4 +89,3 @@ def mine_negatives(rows: TrainingRows, sources: Mapping[str, Iterable[ParallelIt
     log.info('mined negatives for %d of %d cross-lingual rows (the others: no same-language distractor outranks '
              'their answer)', mined, len(cross))
     return TrainingRows(**{**rows._asdict(), 'negative': negative})  # _replace trips on TrainingRows.__len__
-
