@@ -207,15 +207,23 @@ def test_example_experiments_validate(name, evaluated_on, monkeypatch, offline_m
         assert model.pretrained is None or (Path(model.pretrained) / 'config.json').is_file()
 
 
-def test_bias_gap_study_trains_the_strategy_studys_models(monkeypatch, offline_models, lareqa_dir):
-    """examples/bias_gap.yaml repeats the strategy study's budget; equal keys hold the two together."""
+@pytest.mark.parametrize('file', ['bias_gap.yaml', 'bias_gap_combined.yaml'])
+def test_bias_gap_studies_train_the_strategy_studys_models(monkeypatch, offline_models, lareqa_dir, file):
+    """The bias-gap files repeat the strategy study's budget; equal keys hold them together."""
     monkeypatch.setenv('OFFLINE_MODELS_DIR', str(offline_models['multilingual-e5-small'].parent))
     study = load_experiment(experiment_examples() / 'strategy_study.yaml')
-    debiased = load_experiment(experiment_examples() / 'bias_gap.yaml')
+    debiased = load_experiment(experiment_examples() / file)
     assert debiased.seeds == study.seeds == [1, 2, 3]
     for name in ('mE5', 'hybrid'):
         assert [v.key for v in debiased.variants() if v.name == name] == \
             [v.key for v in study.variants() if v.name == name]
+
+
+def test_centred_entries_reuse_their_models_encodings(monkeypatch, offline_models, lareqa_dir):
+    """A centred entry of examples/bias_gap.yaml costs no training: it shares its model's keys, not its values."""
+    monkeypatch.setenv('OFFLINE_MODELS_DIR', str(offline_models['multilingual-e5-small'].parent))
+    study = load_experiment(experiment_examples() / 'strategy_study.yaml')
+    debiased = load_experiment(experiment_examples() / 'bias_gap.yaml')
     for name in ('hybrid', 'hybrid-mined'):
         centred = [v for v in debiased.variants() if v.name == f'{name}-centred']
         assert len(centred) == 3 and {v.key for v in centred} == {v.key for v in debiased.variants() if v.name == name}
