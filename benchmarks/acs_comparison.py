@@ -18,7 +18,7 @@ import logging
 from pathlib import Path
 
 import pandas as pd
-from lareqa_table import setting_languages, summary_markdown
+from lareqa_table import coverage_of, summary_markdown, training_data
 
 import pyterrier_hybrid as ph
 from pyterrier_hybrid.experiment.runner import ExperimentRunner
@@ -27,7 +27,6 @@ from pyterrier_hybrid.training.trainer import load_training_data
 HERE = Path(__file__).resolve().parent
 EXAMPLES = HERE.parent / 'examples'
 FILES = [EXAMPLES / 'acs_vs_multilingual.yaml', EXAMPLES / 'acs_vs_multilingual_reverse.yaml']
-LEXICON_LANGS = {'ar', 'de', 'el', 'es', 'hi', 'ru', 'tr'}  # ../shared/data/lexicons: en-{ar,de,el,es,hi,ru,tr}
 # (system, baseline): what each comparison asks
 COMPARISONS = [
     ('mE5+hybrid', 'mE5'), ('mE5+ACS', 'mE5'), ('mE5+En-En', 'mE5'),
@@ -44,20 +43,6 @@ MEASURES = ['nDCG@10', 'AP', 'R@100']
 def direction(spec) -> str:
     """What a file compares: its trained models' data, then the data sets they are evaluated on."""
     return f'{training_data(spec)} -> {", ".join(spec.datasets)}'
-
-
-def training_data(spec) -> str:
-    """The data set the file's trained models learn from (one per file)."""
-    return next(m.data for m in spec.models.values() if m.recipe)
-
-
-def coverage(query_lang: str, doc_lang: str, trained: set[str]) -> str:
-    """Which languages a setting involves (Mul: the query's): all seen in training, some only in a lexicon, or
-    some in neither."""
-    languages = setting_languages(query_lang, doc_lang)
-    if languages <= trained:
-        return 'seen in training'
-    return 'lexicon, not training' if languages <= trained | LEXICON_LANGS else 'neither'
 
 
 def perquery_of(spec) -> pd.DataFrame:
@@ -118,11 +103,11 @@ def main() -> None:
     all_tests, lines = [], []
     for file in args.files:
         spec = ph.load_experiment(file)
-        trained = set(ph.lareqa.COLLECTIONS[training_data(spec).split('/')[1]])
         lines += [f'{direction(spec)} ({Path(file).name}):', '', *recipes(spec),
                   f'* switching: {switch_report(spec)}', '']
         perquery = perquery_of(spec)
-        perquery['languages'] = [coverage(q, d, trained) for q, d in zip(perquery['query_lang'], perquery['doc_lang'])]
+        coverage = coverage_of(spec)
+        perquery['languages'] = [coverage(q, d) for q, d in zip(perquery['query_lang'], perquery['doc_lang'])]
         for subset, frame in [('all languages', perquery), *perquery.groupby('languages')]:
             lines += [f'### {direction(spec)}, {subset}', '', summary_markdown(spec, frame), '']
         all_tests.append(tests(perquery).assign(direction=direction(spec)))

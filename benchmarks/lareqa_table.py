@@ -33,6 +33,28 @@ def setting_languages(query_lang: str, doc_lang: str) -> set[str]:
     return {query_lang} | ({doc_lang} if doc_lang != 'all' else set())
 
 
+def training_data(spec) -> str:
+    """The data set the file's trained models learn from (one per file)."""
+    return next(m.data for m in spec.models.values() if m.recipe)
+
+
+def coverage_of(spec):
+    """``coverage(query_lang, doc_lang)``: which languages a setting involves (Mul: the query's) for the file's
+    trained models: all seen in their training data, some only in a lexicon one of them code-switches with, or
+    some in neither."""
+    from pyterrier_hybrid.data.code_switching import load_lexicon
+    trained = set(ph.lareqa.COLLECTIONS[training_data(spec).split('/')[1]])
+    lexicon = {load_lexicon(path).tgt for m in spec.models.values() if m.recipe and m.recipe.code_switching
+               for path in m.recipe.code_switching.lexicons}
+
+    def coverage(query_lang: str, doc_lang: str) -> str:
+        languages = setting_languages(query_lang, doc_lang)
+        if languages <= trained:
+            return 'seen in training'
+        return 'lexicon, not training' if languages <= trained | lexicon else 'neither'
+    return coverage
+
+
 def summary_markdown(spec, perquery) -> str:
     """The experiment report's Mo / Cr / Mul table (mean ± std over seeds, * against the baseline, best in bold) of
     ``perquery``, which may hold a subset of the experiment's settings."""

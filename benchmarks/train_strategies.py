@@ -5,7 +5,8 @@ Usage: python benchmarks/train_strategies.py [--experiment examples/strategy_stu
 The study itself (models, budget, seeds, data, measures) is the experiment file; this script runs it with the
 package's experiment runner (everything cached under the file's output folder, so a second call only re-tabulates)
 and adds what a general report does not know: the Mo / Cr / Mul table (mean +- std over seeds) for all languages and
-separately for the languages MLQA-R training saw and those it did not (el, ru, th, tr), paired t-tests (seeds
+separately for the settings whose languages the training data all saw, those that add only languages a model's
+lexicons code-switch into, and the rest (MLQA-R training: el, ru, th, tr unseen), paired t-tests (seeds
 averaged per query, Holm) of every strategy against the untrained model and against each other, and the training
 throughput of this package's trainer against a plain sentence-transformers MultipleNegativesRankingLoss run on the
 same model, data and batch size. Writes benchmarks/results/train_strategies.{md,json,perquery.csv.gz,tests.csv}.
@@ -18,7 +19,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
-from lareqa_table import HERE, setting_languages, summary_markdown
+from lareqa_table import HERE, coverage_of, summary_markdown
 from transformers import TrainerCallback
 
 import pyterrier_hybrid as ph
@@ -27,7 +28,6 @@ from pyterrier_hybrid.evaluation.measures import mul_only
 from pyterrier_hybrid.experiment.runner import ExperimentRunner
 
 EXPERIMENT = HERE.parent / 'examples' / 'strategy_study.yaml'
-TRAIN_LANGS = set(ph.lareqa.COLLECTIONS['mlqa-r'])
 
 
 class StepClock(TrainerCallback):
@@ -68,11 +68,6 @@ def throughput(model: str, recipe: ph.Recipe, steps: int, work: Path) -> dict:
     return result
 
 
-def seen_in_training(query_lang: str, doc_lang: str) -> str:
-    """'seen' when every language of a setting was in the training data (Mul: the query language)."""
-    return 'seen' if setting_languages(query_lang, doc_lang) <= TRAIN_LANGS else 'unseen'
-
-
 def tests(perquery: pd.DataFrame) -> pd.DataFrame:
     """Each strategy against the untrained model and against every strategy listed after it (seeds averaged per
     query inside :func:`ph.paired_tests`; rank distance in Mul only)."""
@@ -101,7 +96,8 @@ def main() -> None:
     runner.run()  # trains, encodes, evaluates and writes the general report (cached)
     perquery = runner.evaluate()  # every seed of every model, from the cache run() filled
     elapsed = round(time.perf_counter() - start, 1)
-    perquery['languages'] = [seen_in_training(q, d) for q, d in zip(perquery['query_lang'], perquery['doc_lang'])]
+    coverage = coverage_of(spec)
+    perquery['languages'] = [coverage(q, d) for q, d in zip(perquery['query_lang'], perquery['doc_lang'])]
     sections = [f'### {subset}\n\n{summary_markdown(spec, frame)}\n'
                 for subset, frame in [('all languages', perquery), *perquery.groupby('languages')]]
     significance = tests(perquery)
