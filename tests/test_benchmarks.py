@@ -1,0 +1,30 @@
+"""The benchmark scripts' shared helpers (benchmarks/lareqa_table.py)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pyterrier_hybrid import load_experiment
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / 'benchmarks'
+
+
+@pytest.mark.parametrize(('switched', 'el'), [(True, 'lexicon, not training'), (False, 'neither')])
+def test_settings_split_by_what_the_files_models_learnt_from(tmp_path, monkeypatch, switched, el):
+    """A language only a lexicon brings in is its own group, and only in a file whose recipes switch into it."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    from lareqa_table import coverage_of
+    (tmp_path / 'en-el.txt').write_text('house\tσπίτι\n')
+    switching = ', code_switching: {lexicons: [en-el.txt], keep_translations: true}' if switched else ''
+    (tmp_path / 'study.yaml').write_text(f'''
+name: study
+models:
+  base: {{pretrained: some/model}}
+  trained: {{train: {{base: base, data: lareqa/mlqa-r{switching}}}}}
+datasets: [lareqa/xquad-r]
+''')
+    coverage = coverage_of(load_experiment(tmp_path / 'study.yaml'))
+    assert coverage('de', 'all') == coverage('zh', 'es') == 'seen in training'
+    assert coverage('el', 'all') == coverage('de', 'el') == el
+    assert coverage('th', 'all') == coverage('el', 'th') == 'neither'
