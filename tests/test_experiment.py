@@ -194,7 +194,7 @@ def test_runner_end_to_end_with_cache_and_resume(tiny_model, tmp_path, lareqa_di
 
 @pytest.mark.parametrize(('name', 'evaluated_on'), [
     ('paper_table.yaml', 'lareqa/xquad-r'), ('acs_vs_multilingual.yaml', 'lareqa/xquad-r'),
-    ('acs_vs_multilingual_reverse.yaml', 'lareqa/mlqa-r')])
+    ('acs_vs_multilingual_reverse.yaml', 'lareqa/mlqa-r'), ('bias_gap_reverse.yaml', 'lareqa/mlqa-r')])
 def test_example_experiments_validate(name, evaluated_on, monkeypatch, offline_models, lareqa_dir):
     from conftest import SHARED  # noqa: F401  (the lexicon paths point into ../shared)
     monkeypatch.setenv('OFFLINE_MODELS_DIR', str(offline_models['multilingual-e5-small'].parent))
