@@ -42,9 +42,9 @@ def coverage_of(spec):
     """``coverage(query_lang, doc_lang)``: which languages a setting involves (Mul: the query's) for the file's
     trained models: all seen in their training data, some only in a lexicon one of them code-switches with, or
     some in neither."""
-    from pyterrier_hybrid.data.code_switching import load_lexicon
+    from pyterrier_hybrid.data.code_switching import lexicon_pair
     trained = set(ph.lareqa.COLLECTIONS[training_data(spec).split('/')[1]])
-    lexicon = {load_lexicon(path).tgt for m in spec.models.values() if m.recipe and m.recipe.code_switching
+    lexicon = {lexicon_pair(path)[1] for m in spec.models.values() if m.recipe and m.recipe.code_switching
                for path in m.recipe.code_switching.lexicons}
 
     def coverage(query_lang: str, doc_lang: str) -> str:

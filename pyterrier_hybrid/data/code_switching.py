@@ -49,8 +49,20 @@ class Lexicon(NamedTuple):
         return len(self.entries)
 
 
+def lexicon_pair(path: str | os.PathLike) -> tuple[str, str]:
+    """The language pair ``(src, tgt)`` a lexicon file's name gives (``en-de.txt``), without reading it.
+
+    Raises:
+        ValueError: when the name gives no pair.
+    """
+    match = _PAIR_NAME.match(Path(path).name)
+    if not match:
+        raise ValueError(f'cannot tell the language pair of {path} from its name; pass src= and tgt=')
+    return match['src'], match['tgt']
+
+
 def load_lexicon(path: str | os.PathLike, src: str | None = None, tgt: str | None = None) -> Lexicon:
-    """Read a MUSE-format lexicon; the language pair defaults to the file name (``en-de.txt``).
+    """Read a MUSE-format lexicon; the language pair defaults to the file name (:func:`lexicon_pair`).
 
     Raises:
         ValueError: naming the file and line of a malformed line or of bytes that are not UTF-8, or when the
@@ -58,10 +70,8 @@ def load_lexicon(path: str | os.PathLike, src: str | None = None, tgt: str | Non
     """
     path = Path(path)
     if src is None or tgt is None:
-        match = _PAIR_NAME.match(path.name)
-        if not match:
-            raise ValueError(f'cannot tell the language pair of {path} from its name; pass src= and tgt=')
-        src, tgt = src or match['src'], tgt or match['tgt']
+        named_src, named_tgt = lexicon_pair(path)
+        src, tgt = src or named_src, tgt or named_tgt
     entries: dict[str, list[str]] = {}
     data = path.read_bytes()
     try:
