@@ -219,6 +219,17 @@ def test_bias_gap_studies_train_the_strategy_studys_models(monkeypatch, offline_
             [v.key for v in study.variants() if v.name == name]
 
 
+def test_budget_probe_reuses_the_combined_studys_seed_one(monkeypatch, offline_models, lareqa_dir):
+    """examples/bias_gap_budget.yaml trains only its 400-step model: the rest is bias_gap_combined's seed 1."""
+    monkeypatch.setenv('OFFLINE_MODELS_DIR', str(offline_models['multilingual-e5-small'].parent))
+    combined = load_experiment(experiment_examples() / 'bias_gap_combined.yaml')
+    probe = load_experiment(experiment_examples() / 'bias_gap_budget.yaml')
+    assert probe.output == combined.output and probe.seeds == [1]
+    seed_one = {v.key for v in combined.variants() if v.recipe is None or v.recipe.seed == 1}
+    new = [v for v in probe.variants() if v.key not in seed_one]
+    assert [(v.name, v.recipe.steps) for v in new] == [('hybrid-distil-qneg-400', 400)]
+
+
 def test_centred_entries_reuse_their_models_encodings(monkeypatch, offline_models, lareqa_dir):
     """A centred entry of examples/bias_gap.yaml costs no training: it shares its model's keys, not its values."""
     monkeypatch.setenv('OFFLINE_MODELS_DIR', str(offline_models['multilingual-e5-small'].parent))
