@@ -9,7 +9,9 @@ separately for the settings whose languages the training data all saw, those tha
 lexicons code-switch into, and the rest (MLQA-R training: el, ru, th, tr unseen), paired t-tests (seeds
 averaged per query, Holm) of every strategy against the untrained model and against each other, and the training
 throughput of this package's trainer against a plain sentence-transformers MultipleNegativesRankingLoss run on the
-same model, data and batch size. Writes benchmarks/results/train_strategies.{md,json,perquery.csv.gz,tests.csv}.
+same model, data and batch size. Writes benchmarks/results/train_strategies.{md,json,perquery.csv.gz,tests.csv},
+and beside them the runner's own report.html (heatmaps, difference maps, significance) and its rank-distance chart
+per query language, which otherwise stay in the git-ignored output folder.
 """
 from __future__ import annotations
 
@@ -81,6 +83,12 @@ def tests(perquery: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(rows, ignore_index=True)
 
 
+def keep_report(results: Path, out: Path) -> None:
+    """Copy the runner's self-contained report and rank-distance charts from ``results`` into ``out``."""
+    for path in [results / 'report.html', *sorted(results.glob('rank_distance_*.png'))]:
+        write_atomically(out / path.name, lambda tmp, path=path: tmp.write_bytes(path.read_bytes()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--experiment', default=str(EXPERIMENT), help='the study\'s experiment file')
@@ -93,7 +101,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     runner = ExperimentRunner(spec)
-    runner.run()  # trains, encodes, evaluates and writes the general report (cached)
+    keep_report(runner.run(), out)  # trains, encodes, evaluates and writes the general report (cached)
     perquery = runner.evaluate()  # every seed of every model, from the cache run() filled
     elapsed = round(time.perf_counter() - start, 1)
     coverage = coverage_of(spec)
