@@ -83,6 +83,15 @@ def tests(perquery: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(rows, ignore_index=True)
 
 
+def rank_distance_by_query_language(perquery: pd.DataFrame) -> pd.DataFrame:
+    """Each model's mean Mul rank distance per query language (the numbers of the runner's chart): one row per
+    model, in the study's order."""
+    mul = perquery[(perquery['measure'] == 'RankDistance') & (perquery['kind'] == 'Mul')]
+    per_seed = mul.groupby(['name', mul['seed'].fillna(-1), 'query_lang'], sort=False)['value'].mean()
+    table = per_seed.groupby(['name', 'query_lang'], sort=False).mean().unstack().round(1)
+    return table.loc[mul['name'].unique()].rename_axis(index='model', columns=None)
+
+
 def keep_report(results: Path, out: Path) -> None:
     """Copy the runner's self-contained report and rank-distance charts from ``results`` into ``out``."""
     for path in [results / 'report.html', *sorted(results.glob('rank_distance_*.png'))]:
@@ -95,37 +104,50 @@ def main() -> None:
     parser.add_argument('--throughput-steps', type=int, default=10, choices=[0, *range(4, 1000)], metavar='STEPS',
                         help='steps per throughput run, the first two untimed (0: keep the earlier figures)')
     parser.add_argument('--out', default=str(HERE / 'results'))
+    parser.add_argument('--tabulate', action='store_true',
+                        help='only re-tabulate the per-query values saved in --out (no training or encoding; the '
+                             'recorded wall time and throughput are kept)')
     args = parser.parse_args()
     spec = ph.load_experiment(args.experiment)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    runner = ExperimentRunner(spec)
-    keep_report(runner.run(), out)  # trains, encodes, evaluates and writes the general report (cached)
-    perquery = runner.evaluate()  # every seed of every model, from the cache run() filled
-    elapsed = round(time.perf_counter() - start, 1)
+    earlier = out / 'train_strategies.json'
+    record = json.loads(earlier.read_text()) if earlier.exists() else {}
+    saved = out / 'train_strategies.perquery.csv.gz'
+    if args.tabulate:
+        if not saved.exists() or 'wall_s' not in record:
+            parser.error(f'--tabulate needs {saved} and {earlier} from a full run of the study')
+        perquery, elapsed, speed = pd.read_csv(saved), record['wall_s'], record.get('throughput', {})
+    else:
+        start = time.perf_counter()
+        runner = ExperimentRunner(spec)
+        keep_report(runner.run(), out)  # trains, encodes, evaluates and writes the general report (cached)
+        perquery = runner.evaluate()  # every seed of every model, from the cache run() filled
+        elapsed = round(time.perf_counter() - start, 1)
+        hybrid = next(m for m in spec.models.values() if m.recipe is not None and m.recipe.strategy == 'hybrid')
+        speed = (throughput(runner.checkpoint(hybrid.base) if hasattr(hybrid.base, 'name') else hybrid.base,
+                            hybrid.recipe, args.throughput_steps,
+                            Path(spec.output) / 'throughput') if args.throughput_steps
+                 else record.get('throughput', {}))
     coverage = coverage_of(spec)
     perquery['languages'] = [coverage(q, d) for q, d in zip(perquery['query_lang'], perquery['doc_lang'])]
     sections = [f'### {subset}\n\n{summary_markdown(spec, frame)}\n'
                 for subset, frame in [('all languages', perquery), *perquery.groupby('languages')]]
+    sections.append('### rank distance per query language (Mul; mean over seeds)\n\n'
+                    + rank_distance_by_query_language(perquery).to_markdown() + '\n')
     significance = tests(perquery)
     trained = [m for m in spec.models.values() if m.recipe is not None]
     budget = {'experiment': str(Path(args.experiment).name), 'seeds': spec.seeds, 'recipes': {
         m.name: m.recipe.to_dict() for m in trained}}
-    earlier = out / 'train_strategies.json'
-    hybrid = next(m for m in trained if m.recipe.strategy == 'hybrid')
-    speed = (throughput(runner.checkpoint(hybrid.base) if hasattr(hybrid.base, 'name') else hybrid.base,
-                        hybrid.recipe, args.throughput_steps,
-                        Path(spec.output) / 'throughput') if args.throughput_steps
-             else json.loads(earlier.read_text()).get('throughput', {}) if earlier.exists() else {})
     report = (f'Experiment {budget["experiment"]}, seeds {spec.seeds}; recipes in train_strategies.json.\n\n'
               + '\n'.join(sections) + '\n### paired t-tests (seeds averaged per query, Holm)\n\n'
               + significance.round(4).to_markdown(index=False) + f'\n\nTraining throughput (pairs/s): {speed}\n')
-    write_atomically(out / 'train_strategies.perquery.csv.gz',
-                     lambda tmp: perquery.drop(columns='languages').to_csv(tmp, index=False, compression='gzip'))
+    if not args.tabulate:
+        write_atomically(saved, lambda tmp: perquery.drop(columns='languages').to_csv(tmp, index=False,
+                                                                                     compression='gzip'))
     write_atomically(out / 'train_strategies.tests.csv', lambda tmp: significance.to_csv(tmp, index=False))
     write_atomically(out / 'train_strategies.md', lambda tmp: tmp.write_text(report))
-    record = {'budget': budget, 'wall_s': elapsed, 'throughput': speed}
+    record = {**record, 'budget': budget, 'wall_s': elapsed, 'throughput': speed}
     write_atomically(out / 'train_strategies.json', lambda tmp: tmp.write_text(json.dumps(record, indent=1) + '\n'))
     print(report)
 
