@@ -1,6 +1,7 @@
 """X-X-mono vs X-Y vs hybrid batches, zero-shot: the report of examples/strategy_study.yaml.
 
 Usage: python benchmarks/train_strategies.py [--experiment examples/strategy_study.yaml] [--throughput-steps 10]
+       [--out benchmarks/results] [--tabulate]
 
 The study itself (models, budget, seeds, data, measures) is the experiment file; this script runs it with the
 package's experiment runner (everything cached under the file's output folder, so a second call only re-tabulates)
