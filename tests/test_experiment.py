@@ -219,6 +219,21 @@ def test_bias_gap_studies_train_the_strategy_studys_models(monkeypatch, offline_
             [v.key for v in study.variants() if v.name == name]
 
 
+def test_centring_file_trains_only_the_strategy_studys_other_strategies(monkeypatch, offline_models, lareqa_dir):
+    """examples/bias_gap_centring.yaml: X-X-mono and X-Y are the strategy study's models, the combination is
+    bias_gap_combined's (same output folder), and every centred entry reuses its model's encoding."""
+    monkeypatch.setenv('OFFLINE_MODELS_DIR', str(offline_models['multilingual-e5-small'].parent))
+    study = load_experiment(experiment_examples() / 'strategy_study.yaml')
+    combined = load_experiment(experiment_examples() / 'bias_gap_combined.yaml')
+    centring = load_experiment(experiment_examples() / 'bias_gap_centring.yaml')
+    assert centring.output == combined.output and centring.seeds == [1, 2, 3]
+    new = {v.key for v in centring.variants()} - {v.key for v in combined.variants()}
+    assert new == {v.key for v in study.variants() if v.name in ('xx-mono', 'xy')}
+    for name in ('mE5', 'xx-mono', 'xy', 'hybrid-distil-qneg'):
+        assert {v.key for v in centring.variants() if v.name == f'{name}-centred'} == \
+            {v.key for v in centring.variants() if v.name == name}
+
+
 def test_budget_probe_reuses_the_combined_studys_seed_one(monkeypatch, offline_models, lareqa_dir):
     """examples/bias_gap_budget.yaml trains only its 400-step model: the rest is bias_gap_combined's seed 1."""
     monkeypatch.setenv('OFFLINE_MODELS_DIR', str(offline_models['multilingual-e5-small'].parent))
