@@ -55,12 +55,19 @@ def coverage_of(spec):
     return coverage
 
 
+def report_of(spec, perquery):
+    """The experiment report of ``perquery`` (which may hold a subset of the experiment's settings) on the file's
+    data set, and that data set's name."""
+    from pyterrier_hybrid.experiment.report import Report
+    dataset = spec.datasets[0]
+    return Report.from_spec(spec, perquery, {dataset: list(perquery['dataset_id'].unique())}), dataset
+
+
 def summary_markdown(spec, perquery) -> str:
     """The experiment report's Mo / Cr / Mul table (mean ± std over seeds, * against the baseline, best in bold) of
     ``perquery``, which may hold a subset of the experiment's settings."""
-    from pyterrier_hybrid.experiment.report import Report
-    dataset = spec.datasets[0]
-    return Report.from_spec(spec, perquery, {dataset: list(perquery['dataset_id'].unique())}).summary_markdown(dataset)
+    report, dataset = report_of(spec, perquery)
+    return report.summary_markdown(dataset)
 
 
 def main() -> None:

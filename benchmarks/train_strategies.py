@@ -22,12 +22,13 @@ import time
 from pathlib import Path
 
 import pandas as pd
-from lareqa_table import HERE, coverage_of, summary_markdown
+from lareqa_table import HERE, coverage_of, report_of, summary_markdown
 from transformers import TrainerCallback
 
 import pyterrier_hybrid as ph
 from pyterrier_hybrid.atomic import write_atomically
 from pyterrier_hybrid.evaluation.measures import mul_only
+from pyterrier_hybrid.experiment.config import ExperimentSpec
 from pyterrier_hybrid.experiment.runner import ExperimentRunner
 
 EXPERIMENT = HERE.parent / 'examples' / 'strategy_study.yaml'
@@ -84,13 +85,11 @@ def tests(perquery: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(rows, ignore_index=True)
 
 
-def rank_distance_by_query_language(perquery: pd.DataFrame) -> pd.DataFrame:
-    """Each model's mean Mul rank distance per query language (the numbers of the runner's chart): one row per
-    model, in the study's order."""
-    mul = perquery[(perquery['measure'] == 'RankDistance') & (perquery['kind'] == 'Mul')]
-    per_seed = mul.groupby(['name', mul['seed'].fillna(-1), 'query_lang'], sort=False)['value'].mean()
-    table = per_seed.groupby(['name', 'query_lang'], sort=False).mean().unstack().round(1)
-    return table.loc[mul['name'].unique()].rename_axis(index='model', columns=None)
+def rank_distance_by_query_language(spec: ExperimentSpec, perquery: pd.DataFrame) -> pd.DataFrame:
+    """The numbers of the runner's rank-distance chart (:meth:`Report.per_query_language`), one row per model."""
+    report, dataset = report_of(spec, perquery)
+    means, _ = report.per_query_language(dataset)
+    return means.T.round(1).rename_axis(index='model', columns=None)
 
 
 def keep_report(results: Path, out: Path) -> None:
@@ -135,7 +134,7 @@ def main() -> None:
     sections = [f'### {subset}\n\n{summary_markdown(spec, frame)}\n'
                 for subset, frame in [('all languages', perquery), *perquery.groupby('languages')]]
     sections.append('### rank distance per query language (Mul; mean over seeds)\n\n'
-                    + rank_distance_by_query_language(perquery).to_markdown() + '\n')
+                    + rank_distance_by_query_language(spec, perquery).to_markdown() + '\n')
     significance = tests(perquery)
     trained = [m for m in spec.models.values() if m.recipe is not None]
     budget = {'experiment': str(Path(args.experiment).name), 'seeds': spec.seeds, 'recipes': {

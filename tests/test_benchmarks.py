@@ -30,18 +30,27 @@ datasets: [lareqa/xquad-r]
     assert coverage('th', 'all') == coverage('el', 'th') == 'neither'
 
 
-def test_rank_distance_per_query_language_averages_seeds_not_queries(monkeypatch):
-    """The chart's numbers: each seed's mean per query language, then the mean over seeds, models in study order;
-    other measures and kinds left out."""
+def test_rank_distance_per_query_language_averages_seeds_not_queries(tmp_path, monkeypatch):
+    """The chart's numbers: each seed's mean per query language, then the mean over seeds, models in the file's
+    order; other measures and kinds left out."""
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     import pandas as pd
     from train_strategies import rank_distance_by_query_language
-    rows = [('untrained', None, 'Mul', 'RankDistance', 'de', 900.0),
-            ('trained', 1, 'Mul', 'RankDistance', 'de', 100.0), ('trained', 1, 'Mul', 'RankDistance', 'de', 200.0),
+    (tmp_path / 'study.yaml').write_text('''
+name: study
+models:
+  untrained: {pretrained: some/model}
+  trained: {train: {base: untrained, data: lareqa/mlqa-r}}
+datasets: [lareqa/xquad-r]
+measures: [AP, RankDistance]
+''')
+    rows = [('trained', 1, 'Mul', 'RankDistance', 'de', 100.0), ('trained', 1, 'Mul', 'RankDistance', 'de', 200.0),
             ('trained', 2, 'Mul', 'RankDistance', 'de', 400.0), ('trained', 1, 'Mul', 'RankDistance', 'en', 50.0),
+            ('untrained', None, 'Mul', 'RankDistance', 'de', 900.0),
             ('trained', 1, 'Mul', 'AP', 'de', 0.5), ('trained', 1, 'Cr', 'RankDistance', 'de', 7.0)]
     perquery = pd.DataFrame(rows, columns=['name', 'seed', 'kind', 'measure', 'query_lang', 'value'])
-    table = rank_distance_by_query_language(perquery)
+    table = rank_distance_by_query_language(load_experiment(tmp_path / 'study.yaml'),
+                                            perquery.assign(dataset_id='lareqa/xquad-r/all'))
     assert list(table.index) == ['untrained', 'trained'] and list(table.columns) == ['de', 'en']
     assert table.loc['trained', 'de'] == 275.0 and table.loc['untrained', 'de'] == 900.0
     assert table.loc['trained', 'en'] == 50.0 and pd.isna(table.loc['untrained', 'en'])

@@ -502,20 +502,32 @@ class Report:
             blocks.append(Images(images))
         return blocks
 
-    def _rank_distance(self, dataset: str, results: Path) -> list:
-        measure = next((m for m in self.measure_order if mul_only(m)), None)
+    @property
+    def bias_measure(self) -> str | None:
+        """The experiment's language-bias measure (the first Mul-only one, rank distance), if it has one."""
+        return next((m for m in self.measure_order if mul_only(m)), None)
+
+    def per_query_language(self, dataset: str) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+        """:attr:`bias_measure` in Mul per query language: the mean and std over seeds of each seed's mean
+        (query languages × models, in the file's order); None without that measure or its values."""
+        measure = self.bias_measure
         frame = self.of(dataset)
         frame = frame[(frame['measure'] == measure) & (frame['kind'] == 'Mul')]
         if measure is None or frame.empty:
-            return []
+            return None
         names = [n for n in self.names if n in set(frame['name'])]
         seeded = frame if 'seed' in frame.columns else frame.assign(seed=None)
         per_seed = seeded.groupby(['name', 'seed', 'query_lang'], sort=False, dropna=False)['value'].mean()
         stats = per_seed.groupby(['query_lang', 'name'], sort=False).agg(['mean', 'std'])
         langs = list(dict.fromkeys(frame['query_lang']))
-        means = stats['mean'].unstack('name').reindex(index=langs, columns=names)
-        spread = stats['std'].unstack('name').reindex(index=langs, columns=names).fillna(0.0)
-        figure = _bars(means, spread, f'{_label(measure)} per query language, {_short(dataset)} (Mul)',
+        return tuple(stats[stat].unstack('name').reindex(index=langs, columns=names) for stat in ('mean', 'std'))
+
+    def _rank_distance(self, dataset: str, results: Path) -> list:
+        stats = self.per_query_language(dataset)
+        if stats is None:
+            return []
+        measure, (means, spread) = self.bias_measure, stats
+        figure = _bars(means, spread.fillna(0.0), f'{_label(measure)} per query language, {_short(dataset)} (Mul)',
                        f'mean {_label(measure)} (lower: less language bias)')
         return [Heading(f'{_title(dataset)}: {_label(measure)} per query language (Mul)', 3),
                 Images([self._save(results, _stem('rank_distance', dataset), figure,
