@@ -9,7 +9,9 @@ re-tabulates), then writes benchmarks/results/STEM.md and STEM.tests.csv (STEM: 
 headline), AP, R@100 and rank distance per model and direction, as mean +- std over the files' seeds; the same for
 the settings whose languages were all seen in training, those that add only languages a lexicon covers (ar, de, el,
 es, hi, ru, tr), and those with a language neither covers; and paired t-tests over (setting, query) pairs (seeds
-averaged per query), Holm-corrected together, for the comparisons the research question asks about.
+averaged per query), Holm-corrected together, for the comparisons the research question asks about. Each file's
+report.html (language-pair heatmaps, difference maps with the significant pairs marked, significance tables) and
+rank-distance chart are kept in benchmarks/results/STEM/FILE/.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import logging
 from pathlib import Path
 
 import pandas as pd
-from lareqa_table import coverage_of, summary_markdown, training_data
+from lareqa_table import coverage_of, keep_report, summary_markdown, training_data
 
 import pyterrier_hybrid as ph
 from pyterrier_hybrid.experiment.runner import ExperimentRunner
@@ -45,10 +47,11 @@ def direction(spec) -> str:
     return f'{training_data(spec)} -> {", ".join(spec.datasets)}'
 
 
-def perquery_of(spec) -> pd.DataFrame:
-    """Run (or reuse) an experiment and return its per-query values."""
+def perquery_of(spec, reports: Path) -> pd.DataFrame:
+    """Run (or reuse) an experiment, keep its report (with the heatmaps and difference maps) in ``reports``, and
+    return its per-query values."""
     runner = ExperimentRunner(spec)
-    runner.run()
+    keep_report(runner.run(), reports)
     return runner.evaluate()  # every seed of every model, all cached by run()
 
 
@@ -105,7 +108,7 @@ def main() -> None:
         spec = ph.load_experiment(file)
         lines += [f'{direction(spec)} ({Path(file).name}):', '', *recipes(spec),
                   f'* switching: {switch_report(spec)}', '']
-        perquery = perquery_of(spec)
+        perquery = perquery_of(spec, out / args.out / Path(file).stem)
         coverage = coverage_of(spec)
         perquery['languages'] = [coverage(q, d) for q, d in zip(perquery['query_lang'], perquery['doc_lang'])]
         for subset, frame in [('all languages', perquery), *perquery.groupby('languages')]:

@@ -63,6 +63,15 @@ def report_of(spec, perquery):
     return Report.from_spec(spec, perquery, {dataset: list(perquery['dataset_id'].unique())}), dataset
 
 
+def keep_report(results: Path, out: Path) -> None:
+    """Copy the runner's self-contained report and rank-distance charts from ``results`` (git-ignored) into
+    ``out``, which is kept."""
+    from pyterrier_hybrid.atomic import write_atomically
+    out.mkdir(parents=True, exist_ok=True)
+    for path in [results / 'report.html', *sorted(results.glob('rank_distance_*.png'))]:
+        write_atomically(out / path.name, lambda tmp, path=path: tmp.write_bytes(path.read_bytes()))
+
+
 def summary_markdown(spec, perquery) -> str:
     """The experiment report's Mo / Cr / Mul table (mean ± std over seeds, * against the baseline, best in bold) of
     ``perquery``, which may hold a subset of the experiment's settings."""

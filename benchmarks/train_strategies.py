@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
-from lareqa_table import HERE, coverage_of, report_of, summary_markdown
+from lareqa_table import HERE, coverage_of, keep_report, report_of, summary_markdown
 from transformers import TrainerCallback
 
 import pyterrier_hybrid as ph
@@ -90,12 +90,6 @@ def rank_distance_by_query_language(spec: ExperimentSpec, perquery: pd.DataFrame
     report, dataset = report_of(spec, perquery)
     means, _ = report.per_query_language(dataset)
     return means.T.round(1).rename_axis(index='model', columns=None)
-
-
-def keep_report(results: Path, out: Path) -> None:
-    """Copy the runner's self-contained report and rank-distance charts from ``results`` into ``out``."""
-    for path in [results / 'report.html', *sorted(results.glob('rank_distance_*.png'))]:
-        write_atomically(out / path.name, lambda tmp, path=path: tmp.write_bytes(path.read_bytes()))
 
 
 def main() -> None:

@@ -54,3 +54,19 @@ measures: [AP, RankDistance]
     assert list(table.index) == ['untrained', 'trained'] and list(table.columns) == ['de', 'en']
     assert table.loc['trained', 'de'] == 275.0 and table.loc['untrained', 'de'] == 900.0
     assert table.loc['trained', 'en'] == 50.0 and pd.isna(table.loc['untrained', 'en'])
+
+
+def test_a_study_keeps_its_report_and_charts_outside_the_ignored_output(tmp_path, monkeypatch):
+    """The self-contained report and the rank-distance charts are copied (into a folder made for them); the
+    per-model heatmaps, which the report embeds, are not."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    from lareqa_table import keep_report
+    results = tmp_path / 'runs' / 'results'
+    results.mkdir(parents=True)
+    (results / 'report.html').write_text('<html>report</html>')
+    (results / 'rank_distance_lareqa_xquad-r.png').write_bytes(b'chart')
+    (results / 'heatmap_mE5_lareqa_xquad-r.png').write_bytes(b'heatmap')
+    kept = tmp_path / 'results' / 'study' / 'forward'
+    keep_report(results, kept)
+    assert sorted(p.name for p in kept.iterdir()) == ['rank_distance_lareqa_xquad-r.png', 'report.html']
+    assert (kept / 'report.html').read_text() == '<html>report</html>'
