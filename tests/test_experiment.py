@@ -40,9 +40,13 @@ VALID = '''
 
 @pytest.mark.parametrize('broken,expected', [
     ('name: x\nmodels: {a: {pretrained: m}}\ndatasets: [lareqa/xquad-r]\nmesures: [AP]\n',
-     r"exp.yaml:4: mesures: unknown key 'mesures'; valid: baseline, correction, datasets"),
+     r"exp.yaml:4: mesures: unknown key 'mesures'; valid: baseline, comparisons, correction"),
     ('name: x\nmodels:\n  a: {pretrained: m}\ndatasets: [lareqa/xquad-r]\nbaseline: b\n',
      r"exp.yaml:5: baseline: unknown model 'b'; valid: a"),
+    ('name: x\nmodels:\n  a: {pretrained: m}\n  b: {pretrained: n}\ndatasets: [lareqa/xquad-r]\n'
+     'comparisons:\n  - [b, a]\n  - [b, c]\n', r"exp.yaml:8: comparisons.1: unknown model 'c'; valid: a, b"),
+    ('name: x\nmodels:\n  a: {pretrained: m}\ndatasets: [lareqa/xquad-r]\ncomparisons: [[a, a]]\n',
+     r"comparisons.0: a comparison is \[model, against\], two different models, not \['a', 'a'\]"),
     ('name: x\nmodels: {a: {pretrained: m}}\ndatasets:\n  - lareqa/xquad-r/fr\n',
      r"exp.yaml:4: datasets.0: unknown data set 'lareqa/xquad-r/fr': unknown language 'fr'"),
     ('name: x\nmodels: {a: {pretrained: m}}\ndatasets: [lareqa/xquad-r]\nlanguages: [de, xx]\n',

@@ -113,6 +113,23 @@ def test_difference_heatmaps_mark_the_pairs_that_differ(report):
     assert set(pairs.loc[pairs['measure'] == 'RankDistance', 'kind']) == {'Mul'}
 
 
+def test_a_comparison_sets_two_models_head_to_head(tmp_path):
+    """[hybrid, xy]: hybrid is better where the documents are German (hybrid's gain) and Thai (xy's loss), with its
+    own tests against xy, beside the maps against the baseline."""
+    frame = xquad_like()
+    Report(frame, {'lareqa/xquad-r': list(frame['dataset_id'].unique())}, ['nDCG@10'], baseline='mE5',
+           comparisons=[('hybrid', 'xy')]).write(tmp_path)
+    text = (tmp_path / 'report.md').read_text(encoding='utf-8')
+    assert '### XQuAD-R (lareqa/xquad-r): head to head' in text
+    assert 'hybrid − xy: significantly better in 22 and worse in 0 of 132 settings' in text
+    assert 'hybrid − mE5: significantly better in 11 and worse in 0 of 132 settings' in text
+    assert (tmp_path / 'difference_hybrid_xy_lareqa_xquad-r.png').read_bytes().startswith(b'\x89PNG')
+    pairs = pd.read_csv(tmp_path / 'pair_significance.csv')
+    head = pairs[pairs['baseline'] == 'xy']
+    assert set(head['name']) == {'hybrid'} and set(head.loc[head['significant'], 'doc_lang']) == {'de', 'th'}
+    assert set(pairs.loc[pairs['baseline'] == 'mE5', 'name']) == {'hybrid', 'xy'}
+
+
 def test_significance_table_reads_and_parses(report):
     md = (report / 'significance.md').read_text(encoding='utf-8')
     assert 'p (holm-corrected)' in md and 'p_corrected' not in md and 'RankDistance' not in md

@@ -21,6 +21,7 @@ must be trained, encodes each corpus once per model, evaluates, compares and dra
     languages: [de, en, zh]           # optional: restrict the LAReQA languages
     measures: [AP, nDCG@10, R@100, RankDistance]
     baseline: mE5                     # optional: paired t-tests against it
+    comparisons: [[acs, hybrid]]      # optional: [model, against] pairs set head to head (difference maps, tests)
     correction: holm                  # multiple-testing correction (statsmodels name) or none
     run_depth: 100                    # documents per query in the saved TREC runs (0: none)
     x-budget: &budget {steps: 60}     # top-level keys starting with x- are ignored: a place for YAML anchors
@@ -54,7 +55,7 @@ from pyterrier_hybrid.training.recipe import Recipe, RecipeError
 
 MODEL_KEYS = {'pretrained', 'train', 'model', 'batch_size', 'quantize', 'bias_removal'}
 TOP_KEYS = {'name', 'output', 'models', 'seeds', 'datasets', 'settings', 'languages', 'measures', 'baseline',
-            'correction', 'run_depth'}
+            'comparisons', 'correction', 'run_depth'}
 CORRECTIONS = ('holm', 'bonferroni', 'fdr_bh', 'sidak', 'none')
 
 
@@ -164,6 +165,7 @@ class ExperimentSpec:
     languages: list[str] | None = None
     measures: list = field(default_factory=list)
     baseline: str | None = None
+    comparisons: list[tuple[str, str]] = field(default_factory=list)  # (model, against), besides the baseline
     correction: str = 'holm'
     run_depth: int = 100
     seeds: list[int] | None = None  # None: each trained model once, with its recipe's seed
@@ -331,6 +333,16 @@ def _validate(raw: Any, problems: list, base: Path) -> ExperimentSpec | None:
     baseline = raw.get('baseline')
     if baseline is not None and baseline not in raw_models:
         problems.append((('baseline',), f'unknown model {baseline!r}; valid: {", ".join(map(str, raw_models))}'))
+    comparisons = []
+    for i, pair in enumerate(_list(raw, 'comparisons', [], problems, '[[acs, hybrid]]') or []):
+        if not (isinstance(pair, list) and len(pair) == 2 and pair[0] != pair[1]):
+            problems.append((('comparisons', i), f'a comparison is [model, against], two different models, not '
+                                                 f'{pair!r}'))
+        elif unknown := [name for name in pair if name not in raw_models]:
+            problems.append((('comparisons', i), f'unknown model {unknown[0]!r}; valid: '
+                                                 f'{", ".join(map(str, raw_models))}'))
+        else:
+            comparisons.append(tuple(pair))
     correction = raw.get('correction', 'holm')
     if correction not in CORRECTIONS:
         problems.append((('correction',), f'unknown correction {correction!r}; valid: {", ".join(CORRECTIONS)}'))
@@ -342,8 +354,8 @@ def _validate(raw: Any, problems: list, base: Path) -> ExperimentSpec | None:
     output = Path(raw.get('output') or f'runs/{raw["name"]}')
     return ExperimentSpec(name=raw['name'], output=output if output.is_absolute() else base / output,
                           models=_resolve_bases(models), datasets=datasets, settings=settings, languages=langs,
-                          measures=measures, baseline=baseline, correction=correction, run_depth=run_depth,
-                          seeds=seeds)
+                          measures=measures, baseline=baseline, comparisons=comparisons, correction=correction,
+                          run_depth=run_depth, seeds=seeds)
 
 
 def _validate_model(name: Any, model: Any, all_models: Mapping, problems: list, base: Path,

@@ -3,9 +3,9 @@ and the report that puts them together (``report.md``, and ``report.html`` with 
 offline), each written atomically.
 
 The report answers "where does model B beat model A?": the Mo / Cr / Mul summary (mean ± std over seeds), a
-language-pair heatmap of the headline measure per model, a difference heatmap per model against the baseline with
-the significant pairs marked, the rank distance per query language and the pooled significance tests; with the
-models' recipes, seeds and the environment that produced them.
+language-pair heatmap of the headline measure per model, a difference heatmap per model against the baseline (and
+per head-to-head comparison the file names) with the significant pairs marked, the rank distance per query language
+and the pooled significance tests; with the models' recipes, seeds and the environment that produced them.
 """
 from __future__ import annotations
 
@@ -250,6 +250,8 @@ class Report:
         correction: a statsmodels multiple-testing method, or ``'none'``.
         models: (name, recipe description) in the experiment file's order.
         elapsed: seconds the run took, if known.
+        comparisons: (model, against) pairs to set head to head besides the baseline: a difference heatmap each,
+            with its own per-pair tests.
     """
     perquery: pd.DataFrame
     datasets: Mapping[str, Sequence[str]]
@@ -259,13 +261,15 @@ class Report:
     title: str = 'experiment'
     models: Sequence[tuple[str, str]] = ()
     elapsed: float | None = None
+    comparisons: Sequence[tuple[str, str]] = ()
     _tests: dict = field(default_factory=dict, init=False, repr=False)
 
     @classmethod
     def from_spec(cls, spec: ExperimentSpec, perquery: pd.DataFrame, datasets: Mapping[str, Sequence[str]],
                   elapsed: float | None = None) -> Report:
         return cls(perquery, datasets, spec.measures, spec.baseline, spec.correction, title=spec.name,
-                   models=[(m.name, describe_model(m)) for m in spec.models.values()], elapsed=elapsed)
+                   models=[(m.name, describe_model(m)) for m in spec.models.values()], elapsed=elapsed,
+                   comparisons=spec.comparisons)
 
     def __post_init__(self):
         names = list(dict.fromkeys(self.perquery['name']))
@@ -327,19 +331,28 @@ class Report:
                 columns=columns)
         return self._tests[key]
 
-    def pair_tests(self, dataset: str, measure: str) -> pd.DataFrame:
-        """:func:`pair_tests` of ``measure`` on one data set: each model's settings corrected together."""
-        key = ('pairs', dataset, measure)
+    def pair_tests(self, dataset: str, measure: str, comparison: tuple[str, str] | None = None) -> pd.DataFrame:
+        """:func:`pair_tests` of ``measure`` on one data set, every model against the baseline or one
+        ``(model, against)`` comparison: each model's settings corrected together."""
+        key = ('pairs', dataset, measure, comparison)
         if key not in self._tests:
             frame = self.of(dataset)
             if mul_only(measure):
                 frame = frame[frame['kind'] == 'Mul']
             frame = frame[frame['measure'] == measure]
+            if comparison is not None:
+                frame = frame[frame['name'].isin(comparison)]
+            against = self.baseline if comparison is None else comparison[1]
             # a Mul-only measure on a data set without Mul settings (one Cr pair, say) has nothing to test
             self._tests[key] = pd.DataFrame() if frame.empty else \
-                pair_tests(frame, self.baseline, measure, correction=self.correction).assign(dataset=dataset,
-                                                                                             measure=measure)
+                pair_tests(frame, against, measure, correction=self.correction).assign(dataset=dataset,
+                                                                                        measure=measure)
         return self._tests[key]
+
+    def _pair_test_families(self) -> list[tuple[str, str, tuple[str, str] | None]]:
+        """(dataset, measure, comparison) of every per-pair test family the report draws or writes."""
+        against = [None] if self.compared else []
+        return [(d, m, c) for d in self.datasets for m in self.measure_order for c in [*against, *self.comparisons]]
 
     def write_tables(self, results: Path) -> None:
         """``settings``, ``summary``, and with a baseline ``significance`` and ``pair_significance``: CSV for
@@ -356,8 +369,8 @@ class Report:
             write_atomically(results / 'significance.csv', lambda tmp: tests.to_csv(tmp, index=False))
             write_atomically(results / 'significance.md',
                              lambda tmp: tmp.write_text(_markdown(self._significance_blocks(level=2))))
-            pairs = pd.concat([self.pair_tests(d, m) for d in self.datasets for m in self.measure_order],
-                              ignore_index=True)
+        if self._pair_test_families():
+            pairs = pd.concat([self.pair_tests(*family) for family in self._pair_test_families()], ignore_index=True)
             write_atomically(results / 'pair_significance.csv', lambda tmp: pairs.to_csv(tmp, index=False))
 
     def _summary_csv(self) -> pd.DataFrame:
@@ -464,8 +477,9 @@ class Report:
         return blocks
 
     def _heatmaps(self, dataset: str, results: Path) -> list:
-        """Per model, its language-pair heatmap and (next to it) its difference from the baseline."""
-        measure, short = self.headline, _short(dataset)
+        """Per model, its language-pair heatmap and (next to it) its difference from the baseline; then each
+        comparison's difference map."""
+        measure = self.headline
         grids = {name: self.grid(dataset, name, measure) for name in self.names}
         grids = {name: grid for name, grid in grids.items() if grid.size > 1}
         if not grids:
@@ -474,33 +488,50 @@ class Report:
         low = np.floor(np.nanmin(values) * 20) / 20  # one colour scale for all models, in steps of 0.05
         high = max(np.ceil(np.nanmax(values) * 20) / 20, low + 0.05)
         compared = self.compared and self.baseline in grids
-        deltas = {name: grid - grids[self.baseline] for name, grid in grids.items()} if compared else {}
-        better_sign = -1 if _lower_is_better(measure) else 1  # blue and "better" mean the same for every measure
+        # (model, against, comparison): every difference map, with one diverging scale for all of them
+        differences = [(name, self.baseline, None) for name in grids if compared and name != self.baseline] + [
+            (model, against, (model, against)) for model, against in self.comparisons if {model, against} <= set(grids)]
+        deltas = {(model, against): grids[model] - grids[against] for model, against, _ in differences}
         limit = max(0.01, max((np.nanmax(np.abs(d.to_numpy(dtype=float))) for d in deltas.values()), default=0))
+        marked = (f'blue: better, red: worse; boxed cells with *: significant difference (paired t-test over the '
+                  f'queries of the pair, seeds averaged per query, {self._correction_words()} over all pairs of the '
+                  f'model, p < {ALPHA})')
         blocks = [Heading(f'{_title(dataset)}: {_label(measure)} per language pair', 3), Text(
             f'Left: {_label(measure)} of each model (rows: query language, columns: document language; the last '
-            f'column, Mul, searches the documents of all languages).' + (
-                f' Right: the model minus {self.baseline} (blue: better, red: worse); boxed cells with *: '
-                f'significant difference (paired t-test over the queries of the pair, seeds averaged per query, '
-                f'{self._correction_words()} over all pairs of the model, p < {ALPHA}).' if compared else ''))]
+            f'column, Mul, searches the documents of all languages).'
+            + (f' Right: the model minus {self.baseline} ({marked}).' if compared else ''))]
         for name, grid in grids.items():
             images = [self._save(results, _stem('heatmap', name, dataset), _heatmap(
-                grid, f'{name}: {_label(measure)}, {short}', _label(measure), 'viridis', low, high, '.2f'),
+                grid, f'{name}: {_label(measure)}, {_short(dataset)}', _label(measure), 'viridis', low, high, '.2f'),
                 f'{name}: {_label(measure)} per query language (rows) and document language (columns)')]
-            if compared and name != self.baseline:
-                tests = self.pair_tests(dataset, measure)
-                tests = tests[tests['name'] == name]
-                marks = tests[tests['significant']].set_index(['query_lang', 'doc_lang']).index
-                better, worse = ((tests['significant'] & (better_sign * tests['delta'] > 0)).sum(),
-                                 (tests['significant'] & (better_sign * tests['delta'] < 0)).sum())
-                images.append(self._save(results, _stem('difference', name, self.baseline, dataset), _heatmap(
-                    deltas[name], f'{name} − {self.baseline}: {_label(measure)}, {short}',
-                    f'Δ {_label(measure)} ({name} − {self.baseline})', 'RdBu' if better_sign > 0 else 'RdBu_r',
-                    -limit, limit, '+.2f', marks),
-                    f'{name} − {self.baseline}: significantly better in {better} and worse in {worse} of '
-                    f'{len(tests)} settings'))
+            images += [self._difference(dataset, results, model, against, None, deltas[model, against], limit)
+                       for model, against, comparison in differences if model == name and comparison is None]
             blocks.append(Images(images))
+        head_to_head = [d for d in differences if d[2] is not None]
+        if head_to_head:
+            blocks += [Heading(f'{_title(dataset)}: head to head', 3),
+                       Text(f'Each map: the first model minus the second, {_label(measure)} per language pair '
+                            f'({marked}).'),
+                       Images([self._difference(dataset, results, model, against, comparison, deltas[model, against],
+                                                limit) for model, against, comparison in head_to_head])]
         return blocks
+
+    def _difference(self, dataset: str, results: Path, name: str, against: str,
+                    comparison: tuple[str, str] | None, delta: pd.DataFrame, limit: float) -> Image:
+        """``delta`` (``name`` − ``against``) on a diverging scale of ±``limit``, the pairs whose corrected test
+        is significant boxed, the counts in the caption."""
+        measure = self.headline
+        better_sign = -1 if _lower_is_better(measure) else 1  # blue and "better" mean the same for every measure
+        tests = self.pair_tests(dataset, measure, comparison)
+        tests = tests[tests['name'] == name]
+        marks = tests[tests['significant']].set_index(['query_lang', 'doc_lang']).index
+        better, worse = ((tests['significant'] & (better_sign * tests['delta'] > 0)).sum(),
+                         (tests['significant'] & (better_sign * tests['delta'] < 0)).sum())
+        return self._save(results, _stem('difference', name, against, dataset), _heatmap(
+            delta, f'{name} − {against}: {_label(measure)}, {_short(dataset)}',
+            f'Δ {_label(measure)} ({name} − {against})', 'RdBu' if better_sign > 0 else 'RdBu_r', -limit, limit,
+            '+.2f', marks),
+            f'{name} − {against}: significantly better in {better} and worse in {worse} of {len(tests)} settings')
 
     @property
     def bias_measure(self) -> str | None:
