@@ -488,10 +488,10 @@ class Report:
         low = np.floor(np.nanmin(values) * 20) / 20  # one colour scale for all models, in steps of 0.05
         high = max(np.ceil(np.nanmax(values) * 20) / 20, low + 0.05)
         compared = self.compared and self.baseline in grids
-        # (model, against, comparison): every difference map, with one diverging scale for all of them
-        differences = [(name, self.baseline, None) for name in grids if compared and name != self.baseline] + [
-            (model, against, (model, against)) for model, against in self.comparisons if {model, against} <= set(grids)]
-        deltas = {(model, against): grids[model] - grids[against] for model, against, _ in differences}
+        against_baseline = [(name, self.baseline) for name in grids if compared and name != self.baseline]
+        head_to_head = [pair for pair in self.comparisons if set(pair) <= set(grids)]
+        # every difference map, on one diverging scale
+        deltas = {(model, against): grids[model] - grids[against] for model, against in against_baseline + head_to_head}
         limit = max(0.01, max((np.nanmax(np.abs(d.to_numpy(dtype=float))) for d in deltas.values()), default=0))
         marked = (f'blue: better, red: worse; boxed cells with *: significant difference (paired t-test over the '
                   f'queries of the pair, seeds averaged per query, {self._correction_words()} over all pairs of the '
@@ -504,23 +504,25 @@ class Report:
             images = [self._save(results, _stem('heatmap', name, dataset), _heatmap(
                 grid, f'{name}: {_label(measure)}, {_short(dataset)}', _label(measure), 'viridis', low, high, '.2f'),
                 f'{name}: {_label(measure)} per query language (rows) and document language (columns)')]
-            images += [self._difference(dataset, results, model, against, None, deltas[model, against], limit)
-                       for model, against, comparison in differences if model == name and comparison is None]
+            if (name, self.baseline) in against_baseline:
+                images.append(self._difference(dataset, results, (name, self.baseline), deltas[name, self.baseline],
+                                               limit))
             blocks.append(Images(images))
-        head_to_head = [d for d in differences if d[2] is not None]
         if head_to_head:
             blocks += [Heading(f'{_title(dataset)}: head to head', 3),
                        Text(f'Each map: the first model minus the second, {_label(measure)} per language pair '
                             f'({marked}).'),
-                       Images([self._difference(dataset, results, model, against, comparison, deltas[model, against],
-                                                limit) for model, against, comparison in head_to_head])]
+                       Images([self._difference(dataset, results, pair, deltas[pair], limit, head_to_head=True)
+                               for pair in head_to_head])]
         return blocks
 
-    def _difference(self, dataset: str, results: Path, name: str, against: str,
-                    comparison: tuple[str, str] | None, delta: pd.DataFrame, limit: float) -> Image:
-        """``delta`` (``name`` − ``against``) on a diverging scale of ±``limit``, the pairs whose corrected test
-        is significant boxed, the counts in the caption."""
-        measure = self.headline
+    def _difference(self, dataset: str, results: Path, pair: tuple[str, str], delta: pd.DataFrame, limit: float,
+                    head_to_head: bool = False) -> Image:
+        """``pair``'s difference ``delta`` (model − against) on a diverging scale of ±``limit``, the language pairs
+        whose corrected test (against the baseline, or the pair's own family when ``head_to_head``) is significant
+        boxed, the counts in the caption."""
+        measure, (name, against) = self.headline, pair
+        comparison = pair if head_to_head else None
         better_sign = -1 if _lower_is_better(measure) else 1  # blue and "better" mean the same for every measure
         tests = self.pair_tests(dataset, measure, comparison)
         tests = tests[tests['name'] == name]
