@@ -45,6 +45,10 @@ VALID = '''
      r"exp.yaml:5: baseline: unknown model 'b'; valid: a"),
     ('name: x\nmodels:\n  a: {pretrained: m}\n  b: {pretrained: n}\ndatasets: [lareqa/xquad-r]\n'
      'comparisons:\n  - [b, a]\n  - [b, c]\n', r"exp.yaml:8: comparisons.1: unknown model 'c'; valid: a, b"),
+    ('name: x\nmodels:\n  a: {pretrained: m}\n  b: {pretrained: n}\ndatasets: [lareqa/xquad-r]\n'
+     'comparisons: [[a, [b]]]\n', r"comparisons.0: unknown model \['b'\]; valid: a, b"),
+    ('name: x\nmodels:\n  a: {pretrained: m}\ndatasets: [lareqa/xquad-r]\nbaseline: [a]\n',
+     r"exp.yaml:5: baseline: unknown model \['a'\]; valid: a"),
     ('name: x\nmodels:\n  a: {pretrained: m}\ndatasets: [lareqa/xquad-r]\ncomparisons: [[a, a]]\n',
      r"comparisons.0: a comparison is \[model, against\], two different models, not \['a', 'a'\]"),
     ('name: x\nmodels: {a: {pretrained: m}}\ndatasets:\n  - lareqa/xquad-r/fr\n',

@@ -330,17 +330,22 @@ def _validate(raw: Any, problems: list, base: Path) -> ExperimentSpec | None:
             measures.append(parse_measure(name))
         except ValueError as error:
             problems.append((('measures', i), str(error)))
+    def unknown_model(name: Any) -> str | None:
+        """The problem with ``name`` as a reference to one of the file's models (a list is not a name)."""
+        if isinstance(name, str) and name in raw_models:
+            return None
+        return f'unknown model {name!r}; valid: {", ".join(map(str, raw_models))}'
+
     baseline = raw.get('baseline')
-    if baseline is not None and baseline not in raw_models:
-        problems.append((('baseline',), f'unknown model {baseline!r}; valid: {", ".join(map(str, raw_models))}'))
+    if baseline is not None and (problem := unknown_model(baseline)):
+        problems.append((('baseline',), problem))
     comparisons = []
     for i, pair in enumerate(_list(raw, 'comparisons', [], problems, '[[acs, hybrid]]') or []):
         if not (isinstance(pair, list) and len(pair) == 2 and pair[0] != pair[1]):
             problems.append((('comparisons', i), f'a comparison is [model, against], two different models, not '
                                                  f'{pair!r}'))
-        elif unknown := [name for name in pair if name not in raw_models]:
-            problems.append((('comparisons', i), f'unknown model {unknown[0]!r}; valid: '
-                                                 f'{", ".join(map(str, raw_models))}'))
+        elif unknown := next(filter(None, map(unknown_model, pair)), None):
+            problems.append((('comparisons', i), unknown))
         else:
             comparisons.append(tuple(pair))
     correction = raw.get('correction', 'holm')
