@@ -410,7 +410,7 @@ def _train_model(train: str) -> str:
 
 YAML_CASES = [
     YamlCase('unknown-top-key', _HEAD + 'mesures: [AP]\n',
-             r"exp\.yaml:5: mesures: unknown key 'mesures'; valid: baseline, correction, datasets"),
+             r"exp\.yaml:5: mesures: unknown key 'mesures'; valid: baseline, comparisons, correction, datasets"),
     YamlCase('unknown-model-key', 'name: x\nmodels:\n  a: {pretrained: m, batchsize: 8}\ndatasets: [lareqa/xquad-r]\n',
              r"exp\.yaml:3: models\.a\.batchsize: unknown key 'batchsize'; "
              r"valid: batch_size, bias_removal, model, pretrained, quantize, train"),
