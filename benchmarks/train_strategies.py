@@ -85,11 +85,12 @@ def tests(perquery: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(rows, ignore_index=True)
 
 
-def rank_distance_by_query_language(spec: ExperimentSpec, perquery: pd.DataFrame) -> pd.DataFrame:
-    """The numbers of the runner's rank-distance chart (:meth:`Report.per_query_language`), one row per model."""
+def rank_distance_by_query_language(spec: ExperimentSpec, perquery: pd.DataFrame) -> pd.DataFrame | None:
+    """The numbers of the runner's rank-distance chart (:meth:`Report.per_query_language`), one row per model; None
+    for a study that does not measure rank distance (it has no chart either)."""
     report, dataset = report_of(spec, perquery)
-    means, _ = report.per_query_language(dataset)
-    return means.T.round(1).rename_axis(index='model', columns=None)
+    chart = report.per_query_language(dataset)
+    return None if chart is None else chart[0].T.round(1).rename_axis(index='model', columns=None)
 
 
 def main() -> None:
@@ -127,8 +128,10 @@ def main() -> None:
     perquery['languages'] = [coverage(q, d) for q, d in zip(perquery['query_lang'], perquery['doc_lang'])]
     sections = [f'### {subset}\n\n{summary_markdown(spec, frame)}\n'
                 for subset, frame in [('all languages', perquery), *perquery.groupby('languages')]]
-    sections.append('### rank distance per query language (Mul; mean over seeds)\n\n'
-                    + rank_distance_by_query_language(spec, perquery).to_markdown() + '\n')
+    by_query_language = rank_distance_by_query_language(spec, perquery)
+    if by_query_language is not None:
+        sections.append('### rank distance per query language (Mul; mean over seeds)\n\n'
+                        + by_query_language.to_markdown() + '\n')
     significance = tests(perquery)
     trained = [m for m in spec.models.values() if m.recipe is not None]
     budget = {'experiment': str(Path(args.experiment).name), 'seeds': spec.seeds, 'recipes': {

@@ -54,6 +54,10 @@ measures: [AP, RankDistance]
     assert list(table.index) == ['untrained', 'trained'] and list(table.columns) == ['de', 'en']
     assert table.loc['trained', 'de'] == 275.0 and table.loc['untrained', 'de'] == 900.0
     assert table.loc['trained', 'en'] == 50.0 and pd.isna(table.loc['untrained', 'en'])
+    # a study that does not measure rank distance has no such table (it used to crash after the whole study ran)
+    (tmp_path / 'study.yaml').write_text((tmp_path / 'study.yaml').read_text().replace(', RankDistance', ''))
+    ap = perquery[perquery['measure'] == 'AP'].assign(dataset_id='lareqa/xquad-r/all')
+    assert rank_distance_by_query_language(load_experiment(tmp_path / 'study.yaml'), ap) is None
 
 
 def test_a_study_keeps_its_report_and_charts_outside_the_ignored_output(tmp_path, monkeypatch):
