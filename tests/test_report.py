@@ -212,3 +212,18 @@ def test_a_lower_is_better_headline_counts_a_decrease_as_better(tmp_path):
            correction='holm').write(tmp_path)
     text = (tmp_path / 'report.md').read_text(encoding='utf-8')
     assert 'hybrid − mE5: significantly better in 11 and worse in 0 of 11 settings' in text
+
+
+@pytest.mark.parametrize('langs', [LANGS[:7], LANGS], ids=['7x8', '11x12'])
+def test_heatmap_numbers_fit_inside_their_boxes(langs):
+    """Every printed value, starred and bold in its box, is narrower than the box, at MLQA-R's 7 x 8 as at XQuAD-R's
+    11 x 12 (a 7 x 8 map once printed 10-point bold '-0.03*' across its box's edges)."""
+    from pyterrier_hybrid.experiment.report import _heatmap
+    grid = pd.DataFrame(-0.0306, index=langs, columns=[*langs, 'all'])
+    figure = _heatmap(grid, 'title', 'Δ nDCG@10', 'RdBu', -0.6, 0.6, '+.2f',
+                      marks=pd.Index([(q, d) for q in langs for d in grid.columns]))
+    figure.canvas.draw()
+    axes = figure.axes[0]
+    box_width = 0.92 * axes.get_window_extent().width / grid.shape[1]
+    widths = [text.get_window_extent().width for text in axes.texts]
+    assert len(widths) == grid.size and max(widths) < box_width, (max(widths), box_width)
