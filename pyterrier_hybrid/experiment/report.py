@@ -640,7 +640,7 @@ def _heatmap(grid: pd.DataFrame, title: str, colorbar: str, cmap: str, vmin: flo
     axes.set_ylabel('query language')
     axes.xaxis.set_ticks_position('top')
     axes.xaxis.set_label_position('top')
-    fontsize = float(np.clip(90 / max(rows, columns), 7, 8))  # a bold '-0.03*' at 8 points fits a 0.44-inch cell
+    fontsize = float(np.clip(90 / max(rows, columns), 7, 8))  # above 8 points a bold '-0.03*' overflows its box
     marked = set(marks) if marks is not None else set()
     for i, query in enumerate(grid.index):
         for j, doc in enumerate(grid.columns):
